@@ -1,0 +1,145 @@
+"""Configurations of the two EmoTalk stages and of the composite model."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig, Wav2Vec2Config
+from transformers.configuration_utils import SubConfigSpec
+
+EMOTIONS: tuple[str, ...] = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
+"""MEAD's eight emotion classes, in label-id order."""
+
+# A wav2vec2-style encoder small enough for these CPUs: 7 conv layers (320× downsampling, 50 Hz at
+# 16 kHz) with 128 channels instead of 512, and a 4-layer 192-wide transformer.
+DEFAULT_AUDIO_ENCODER = {
+    "hidden_size": 192,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 512,
+    "conv_dim": (128, 128, 128, 128, 128, 128, 128),
+    "num_conv_pos_embeddings": 32,
+    "num_conv_pos_embedding_groups": 4,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "layerdrop": 0.0,
+    "hidden_dropout": 0.05,
+    "attention_dropout": 0.05,
+    "activation_dropout": 0.05,
+    "feat_proj_dropout": 0.05,
+    "mask_time_prob": 0.05,
+    "vocab_size": None,
+}
+
+
+class EmoTalkLandmarkConfig(PreTrainedConfig):
+    r"""Stage 1: audio → emotional 3D facial landmarks.
+
+    Args:
+        audio_config (`Wav2Vec2Config` or `dict`): the wav2vec2-style audio encoder (50 Hz features).
+        hidden_size (`int`): width of the frame decoder.
+        num_decoder_layers (`int`): transformer decoder layers (self-attention over frames, cross-attention to audio).
+        num_attention_heads (`int`): heads of every decoder attention.
+        intermediate_size (`int`): feed-forward width of the decoder.
+        dropout (`float`): dropout inside the decoder.
+        audio_context_seconds (`float`): frames attend to audio within ± this many seconds (local alignment).
+        frame_context_seconds (`float`): frames attend to other frames within ± this many seconds.
+        emotion_labels (`tuple[str]`): the emotion classes (MEAD order).
+        emotion_embedding_dim (`int`): size of the audio-emotion embedding (the coordinated representation).
+        num_landmarks (`int`): 478 MediaPipe points (468 mesh + 10 iris).
+        identity_hidden_size (`int`): hidden width of the reference-landmark (identity) encoder.
+        expression_basis_size (`int`): expression offsets are a learned linear basis of this rank.
+        fps (`float`): default video frame rate; any rate works at inference.
+
+    Example:
+
+    ```python
+    >>> from modeling_emotalk import EmoTalkLandmarkConfig, EmoTalkLandmarkModel
+    >>> model = EmoTalkLandmarkModel(EmoTalkLandmarkConfig())
+    ```"""
+
+    model_type = "emotalk_landmark"
+    sub_configs_defaults = {
+        "audio_config": SubConfigSpec(config_class=Wav2Vec2Config, init_kwargs=dict(DEFAULT_AUDIO_ENCODER))
+    }
+
+    audio_config: dict | PreTrainedConfig | None = None
+    hidden_size: int = 256
+    num_decoder_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 768
+    dropout: float = 0.1
+    audio_context_seconds: float = 0.5
+    frame_context_seconds: float = 1.0
+    emotion_labels: tuple[str, ...] | list[str] = EMOTIONS
+    emotion_embedding_dim: int = 128
+    num_landmarks: int = 478
+    identity_hidden_size: int = 256
+    expression_basis_size: int = 64
+    fps: float = 25.0
+
+    @property
+    def num_emotions(self) -> int:
+        return len(self.emotion_labels)
+
+
+class EmoTalkGeneratorConfig(PreTrainedConfig):
+    r"""Stage 2: reference image(s) + driving landmarks → frames (the FAT generator).
+
+    Args:
+        image_size (`int`): side of the square face crop the generator renders.
+        block_out_channels (`tuple[int]`): image-encoder channels at 1/2, 1/4 and 1/8 of `image_size`.
+        landmark_channels (`int`): channels of the landmark-encoder features that modulate FAT blocks.
+        heatmap_size (`int`): side of the rasterized landmark heat maps.
+        heatmap_sigma (`float`): Gaussian radius of a rasterized landmark, in normalized crop units.
+        num_fat_blocks (`int`): feature-adaptive transformation blocks at the lowest resolution.
+        flow_size (`int`): the dense motion field is evaluated on this grid and upsampled.
+        tps_regularization (`float`): ridge term of the thin-plate-spline fit (smooths duplicate points).
+        norm_num_groups (`int`): GroupNorm groups of the plain ResNet blocks (FAT blocks use 32).
+        num_landmarks (`int`): 478 MediaPipe points.
+
+    Example:
+
+    ```python
+    >>> from modeling_emotalk import EmoTalkGeneratorConfig, EmoTalkGenerator
+    >>> model = EmoTalkGenerator(EmoTalkGeneratorConfig())
+    ```"""
+
+    model_type = "emotalk_generator"
+
+    image_size: int = 256
+    block_out_channels: tuple[int, ...] | list[int] = (32, 64, 128)
+    landmark_channels: int = 64
+    heatmap_size: int = 64
+    heatmap_sigma: float = 0.025
+    num_fat_blocks: int = 2
+    flow_size: int = 64
+    tps_regularization: float = 1e-3
+    norm_num_groups: int = 8
+    num_landmarks: int = 478
+
+
+class EmoTalkConfig(PreTrainedConfig):
+    r"""The composite model: stage 1 and stage 2 in one config.json and one safetensors file.
+
+    Args:
+        landmark_config (`EmoTalkLandmarkConfig` or `dict`): stage 1.
+        generator_config (`EmoTalkGeneratorConfig` or `dict`): stage 2.
+        crop_size (`int`): the aligned face crop the pipeline feeds to stage 2.
+        max_audio_seconds (`float`): the pipeline refuses longer audio (configurable per call).
+
+    Example:
+
+    ```python
+    >>> from modeling_emotalk import EmoTalkConfig, EmoTalkModel
+    >>> model = EmoTalkModel(EmoTalkConfig())
+    ```"""
+
+    model_type = "emotalk"
+    sub_configs_defaults = {"landmark_config": EmoTalkLandmarkConfig, "generator_config": EmoTalkGeneratorConfig}
+
+    landmark_config: dict | PreTrainedConfig | None = None
+    generator_config: dict | PreTrainedConfig | None = None
+    crop_size: int = 256
+    max_audio_seconds: float = 600.0
+
+
+__all__ = ["EMOTIONS", "EmoTalkConfig", "EmoTalkGeneratorConfig", "EmoTalkLandmarkConfig"]
