@@ -1,0 +1,72 @@
+"""Write the embedded default checkpoint: the composite model in its default configuration.
+
+    python conversion/build_default_checkpoint.py [--output pipeline/checkpoints/emotalk-default] [--seed 0]
+        [--landmark-model DIR] [--generator DIR]
+
+Without trained stage folders this is the seeded untrained composite: stage 1 random (the lips move at
+random), stage 2 zero-initialized (the pure landmark warp of the photo, a sane face). With
+``--landmark-model`` / ``--generator`` (``save_pretrained`` folders from the training scripts) the trained
+stages replace the untrained ones. The folder holds config.json, model.safetensors and
+preprocessor_config.json only; the package provides the code (``conversion/export_to_hub.py`` makes the
+Hub folder with remote code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from transformers import Wav2Vec2FeatureExtractor
+
+from modeling_emotalk import EmoTalkConfig, EmoTalkGenerator, EmoTalkLandmarkModel, EmoTalkModel
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "pipeline" / "checkpoints" / "emotalk-default"
+
+
+def build(output: Path, seed: int = 0, landmark_model: str | None = None, generator: str | None = None) -> Path:
+    """Create (or overwrite) the default checkpoint folder."""
+    torch.manual_seed(seed)
+    config = EmoTalkConfig()
+    if landmark_model:
+        config.landmark_config = EmoTalkLandmarkModel.from_pretrained(landmark_model).config
+    if generator:
+        config.generator_config = EmoTalkGenerator.from_pretrained(generator).config
+    model = EmoTalkModel(config).eval()
+    if landmark_model:
+        model.landmark_model = EmoTalkLandmarkModel.from_pretrained(landmark_model)
+    if generator:
+        model.generator = EmoTalkGenerator.from_pretrained(generator)
+    output.mkdir(parents=True, exist_ok=True)
+    for stale in output.iterdir():
+        stale.unlink()
+    model.save_pretrained(output)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(output)
+    # The embedded copy is loaded through the installed package: no remote code, no auto_map.
+    for code in output.glob("*.py"):
+        code.unlink()
+    config_path = output / "config.json"
+    data = json.loads(config_path.read_text())
+    data.pop("auto_map", None)
+    for sub in ("landmark_config", "generator_config"):
+        data.get(sub, {}).pop("auto_map", None)
+    config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--landmark-model", default=None, help="a trained stage-1 save_pretrained folder")
+    parser.add_argument("--generator", default=None, help="a trained stage-2 save_pretrained folder")
+    args = parser.parse_args()
+    path = build(args.output, args.seed, args.landmark_model, args.generator)
+    print(f"wrote {path}: {sorted(p.name for p in path.iterdir())}")
+
+
+if __name__ == "__main__":
+    main()
