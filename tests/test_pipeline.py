@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import synthetic_speech
 from emotalk_pipeline.cli import main as cli_main
 from emotalk_pipeline.emotion import emotion_weights, parse_emotion_string
 from PIL import Image
+from test_modeling import tiny_generator_config, tiny_landmark_config
 from transformers import Wav2Vec2FeatureExtractor, pipeline
 
 from modeling_emotalk import EMOTIONS, EmoTalkConfig, EmoTalkModel
 from modeling_emotalk.errors import EmoTalkInputError
-
-from .conftest import synthetic_speech
-from .test_modeling import tiny_generator_config, tiny_landmark_config
 
 QUIET = {"progress": False}
 
