@@ -58,17 +58,24 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     return jobs
 
 
-def run_manifest(pipe, manifest: str | Path, output_dir: str | Path, **call_kwargs) -> dict[str, list]:
-    """Render every job not yet done; returns ``{"done": [...], "skipped": [...], "failed": [...]}`` for this process."""
+def process_state():
+    """Accelerate's view of this process. Without CUDA, ``accelerate launch --multi_gpu --num_processes N`` gives
+    N CPU processes (gloo), which ``PartialState`` only recognizes when asked for the CPU explicitly."""
+    import torch
     from accelerate import PartialState
 
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def run_manifest(pipe, manifest: str | Path, output_dir: str | Path, **call_kwargs) -> dict[str, list]:
+    """Render every job not yet done; returns ``{"done": [...], "skipped": [...], "failed": [...]}`` for this process."""
     from .emotion import parse_emotion_string
 
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         raise EmoTalkInputError(f"the output directory {str(output_dir)!r} does not exist: create it first")
     jobs = read_manifest(manifest)
-    state = PartialState()
+    state = process_state()
     report: dict[str, list] = {"done": [], "skipped": [], "failed": []}
     with state.split_between_processes(jobs) as mine:
         for job in mine:

@@ -77,11 +77,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.manifest:
         if not args.output_dir:
             raise EmoTalkInputError("--manifest needs --output-dir")
-        from .batch import run_manifest
+        from .batch import process_state, run_manifest
 
         kwargs = _call_kwargs(args)
         kwargs.pop("emotion", None)
         kwargs.pop("intensity", None)
+        args.device = args.device or str(process_state().device)  # one device per process under accelerate
         report = run_manifest(_load_pipeline(args), args.manifest, args.output_dir, progress=False, **kwargs)
         for failure in report["failed"]:
             print(f"row {failure['row']} failed: {failure['error']}", file=sys.stderr)

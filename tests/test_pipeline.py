@@ -307,3 +307,28 @@ def test_cli_generate_and_errors(tiny_model_dir, astronaut, tmp_path, capsys):
 def test_registration_defaults_to_the_embedded_checkpoint():
     assert emotalk_pipeline.DEFAULT_CHECKPOINT.joinpath("model.safetensors").is_file()
     assert emotalk_pipeline.ASSETS.joinpath("demo_speech.flac").is_file()
+
+
+def test_batch_manifest_split_across_two_accelerate_processes(tiny_model_dir, astronaut, tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    Image.fromarray(astronaut).save(tmp_path / "face.png")
+    sf.write(tmp_path / "speech.wav", synthetic_speech(0.5), 16000)
+    rows = "".join(f"face.png,speech.wav,neutral,1,v{i}.mp4\n" for i in range(4))
+    (tmp_path / "jobs.csv").write_text("image,audio,emotion,intensity,output\n" + rows)
+    out = tmp_path / "out"
+    out.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(port)]
+    command += ["-m", "emotalk_pipeline.cli", "generate", "--manifest", str(tmp_path / "jobs.csv")]
+    command += ["--output-dir", str(out), "--model", str(tiny_model_dir), "--seed", "0"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count('"done": 2') == 2  # each process rendered its half
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["v0.mp4", "v1.mp4", "v2.mp4", "v3.mp4"]
