@@ -298,6 +298,7 @@ def load_audio(
             samples = librosa.resample(samples, orig_sr=rate, target_sr=SAMPLING_RATE)
         except Exception as err:  # pragma: no cover - defensive
             raise InvalidAudioError(f"cannot resample {name} from {rate} Hz to {SAMPLING_RATE} Hz: {err}") from err
+        samples = np.clip(samples, -1.0, 1.0)  # the band-limited resampler overshoots steps (Gibbs)
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
