@@ -60,7 +60,7 @@ def main() -> None:
             driving = landmarks + 0.01 * torch.randn(batch, 478, 3, device=device)
             seconds = median_seconds(lambda d=driving: stage2(source=source, driving_landmarks=d), args.repeats)
             results["stage2"][f"batch_{batch}_frames_per_second"] = round(batch / seconds, 1)
-        for seconds_of_audio in (5, 30):
+        for seconds_of_audio in (5, 10, 30):
             audio = 0.1 * torch.randn(1, 16000 * seconds_of_audio, device=device)
             seconds = median_seconds(
                 lambda a=audio: stage1(a, reference_landmarks=canonical, reference_frame=frame), args.repeats

@@ -49,7 +49,7 @@ def audio_energy(audio: np.ndarray, num_frames: int, fps: float, sampling_rate: 
     for t in range(num_frames):
         chunk = audio[int(t * hop) : int((t + 1) * hop)]
         frames[t] = np.sqrt(np.mean(chunk**2)) if chunk.size else 0.0
-    width = max(1, round(0.5 * fps))
+    width = max(1, min(round(0.5 * fps), num_frames))  # np.convolve(mode='same') returns the longer length
     kernel = np.hanning(width + 2)[1:-1]
     frames = np.convolve(frames, kernel / kernel.sum(), mode="same")
     voiced = frames[frames > 0.1 * frames.max()] if frames.max() > 0 else frames

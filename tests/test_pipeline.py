@@ -103,6 +103,11 @@ def test_same_seed_same_video_and_other_seed_differs(tiny_pipe, astronaut, speec
     assert np.abs(a.landmarks - c.landmarks).max() > 1e-3
 
 
+def test_very_short_audio(tiny_pipe, astronaut):
+    video = tiny_pipe(astronaut, {"array": synthetic_speech(0.3), "sampling_rate": 16000}, seed=0, **QUIET)
+    assert video.frames.shape[0] == math.ceil(0.3 * 25)
+
+
 def test_crop_output_fps_and_frame_count(tiny_pipe, astronaut):
     audio = synthetic_speech(1.3)
     video = tiny_pipe(astronaut, audio, sampling_rate=16000, fps=30, paste_back=False, batch_size=5, **QUIET)
