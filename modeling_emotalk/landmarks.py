@@ -142,14 +142,23 @@ def euler_to_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) 
 def apply_blink(canonical: torch.Tensor, blink: torch.Tensor) -> torch.Tensor:
     """Close the eyelids: upper-lid points move toward the lower lid by ``blink`` (0 open, 1 closed).
 
+    The iris points go down with the lid (toward the lower lid's centre): left in place they would anchor
+    the warp and hold the eye open.
+
     Args:
         canonical: ``(..., 478, 3)``. blink: ``(..., 2)`` for (right, left) eye in [0, 1].
     """
     out = canonical.clone()
-    for eye, (upper, lower) in enumerate(((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER), (LEFT_EYE_UPPER, LEFT_EYE_LOWER))):
+    eyes = ((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_IRIS), (LEFT_EYE_UPPER, LEFT_EYE_LOWER, LEFT_IRIS))
+    for eye, (upper, lower, iris) in enumerate(eyes):
         amount = blink[..., eye, None, None].clamp(0, 1) * 0.95
         up, low = canonical[..., list(upper), :], canonical[..., list(lower), :]
         out[..., list(upper), :] = up + amount * (low - up)
+        pupil = canonical[..., list(iris), :]
+        lid_line = low.mean(dim=-2, keepdim=True)
+        vertical = torch.zeros_like(pupil)
+        vertical[..., 1:] = lid_line[..., 1:] - pupil[..., 1:]
+        out[..., list(iris), :] = pupil + amount * vertical
     return out
 
 
