@@ -337,3 +337,22 @@ def test_batch_manifest_split_across_two_accelerate_processes(tiny_model_dir, as
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count('"done": 2') == 2  # each process rendered its half
     assert sorted(p.name for p in out.glob("*.mp4")) == ["v0.mp4", "v1.mp4", "v2.mp4", "v3.mp4"]
+
+
+def test_blinks_are_visible_in_the_rendered_frames(default_pipe, astronaut):
+    """Re-detect the face on the rendered frames: the eyes close at the blink (not only in the landmarks)."""
+    from modeling_emotalk.landmarks import LEFT_EYE_LOWER, LEFT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER
+
+    upper, lower = list(RIGHT_EYE_UPPER + LEFT_EYE_UPPER), list(RIGHT_EYE_LOWER + LEFT_EYE_LOWER)
+    video = default_pipe(
+        astronaut, {"array": synthetic_speech(6.0), "sampling_rate": 16000}, pose="still", seed=1, **QUIET
+    )
+    closure = np.abs(video.landmarks[:, upper, 1] - video.landmarks[:, lower, 1]).mean(1)
+    blink = int(closure.argmin())
+    assert closure[blink] < 0.2 * np.median(closure)  # seed 1 blinks within the first 6 s
+
+    def opening(frame):
+        points = default_pipe.face_processor.detect(frame)[0]
+        return np.abs(points[upper, 1] - points[lower, 1]).mean()
+
+    assert opening(video.frames[blink]) < 0.4 * opening(video.frames[0])
