@@ -52,7 +52,8 @@ def build(output: Path, seed: int = 0, landmark_model: str | None = None, genera
     data = json.loads(config_path.read_text())
     data.pop("auto_map", None)
     for sub in ("landmark_config", "generator_config"):
-        data.get(sub, {}).pop("auto_map", None)
+        for key in ("auto_map", "_name_or_path", "architectures"):  # no local paths in the shipped config
+            data.get(sub, {}).pop(key, None)
     config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return output
 

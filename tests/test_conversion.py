@@ -103,12 +103,12 @@ def tiny_composite(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
-    """The embedded default checkpoint exported with evaluation results."""
+    """The embedded default checkpoint (stage 2 trained on the development media) exported with evaluation results."""
     base = tmp_path_factory.mktemp("export")
     results = base / "results.json"
     results.write_text(json.dumps(EVAL_DOCUMENT))
     output = base / "emotalk-default"
-    export_to_hub.export(output, eval_results=results)
+    export_to_hub.export(output, eval_results=results, provenance="internal-demo")
     return output
 
 
@@ -270,7 +270,7 @@ def test_model_card_metadata_and_sections(exported):
     for section in ("## Usage", "## Intended use", "## Out-of-scope use", "## Training data", "## Evaluation"):
         assert section in text
     assert "## Limitations" in text and "## License" in text
-    assert "These weights are not trained" in text  # detected on the embedded default's weights
+    assert "Internal demo weights" in text  # the embedded default: stage 2 trained on the development media
     assert "Base model: none" in text
     assert "consent" in text and "watermark" in text and "Disclose" in text
     assert 'pipeline("emotional-talking-face", model="emotalk/emotalk-default", trust_remote_code=True)' in text
