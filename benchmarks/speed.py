@@ -88,7 +88,10 @@ def main() -> None:
         for repeat in range(args.repeats):
             start = time.perf_counter()
             results.append(run_once(seconds, args.model))
-            print(f"{seconds:g} s audio, run {repeat + 1}/{args.repeats}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+            print(
+                f"{seconds:g} s audio, run {repeat + 1}/{args.repeats}: {time.perf_counter() - start:.1f} s",
+                file=sys.stderr,
+            )
         runs[seconds] = results
         med = {key: statistics.median(r[key] for r in results) for key in results[0]}
         parts = ("face_and_audio", "stage1_and_motion", "stage2", "paste_back", "encoding_and_rest")
