@@ -40,18 +40,11 @@ def load_generator(folder: str):
     return EmoTalkGenerator.from_pretrained(folder).eval()
 
 
-@torch.no_grad()
 def reconstruct(generator, crop, landmarks, driving, batch_size=8):
-    size = generator.config.image_size
-    pixels = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
-    if pixels.shape[-1] != size:
-        pixels = torch.nn.functional.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True)
-    source = generator.encode_source(pixels, torch.from_numpy(landmarks)[None])
-    out = []
-    for start in range(0, len(driving), batch_size):
-        frames = generator(source=source, driving_landmarks=torch.from_numpy(driving[start : start + batch_size]))
-        out.append((frames.frames.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy())
-    out = np.concatenate(out)
+    """``evaluate_holdout.reconstruct``, resized back to the crop's size when the generator's differs."""
+    from emotalk_training.evaluate_holdout import reconstruct as render
+
+    out = render(generator, crop, landmarks, driving, batch_size)
     if out.shape[1] != crop.shape[0]:
         t = torch.from_numpy(out).permute(0, 3, 1, 2).float()
         t = torch.nn.functional.interpolate(t, size=crop.shape[:2], mode="bilinear", antialias=True)
