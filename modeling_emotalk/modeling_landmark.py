@@ -51,6 +51,9 @@ class EmoTalkLandmarkOutput(ModelOutput):
         emotion_weights: ``(B, T, E)`` the emotion weights that conditioned the decoder.
         frame_mask: ``(B, T)`` True for frames covered by the (unpadded) audio.
         landmarks: ``(B, T, 478, 3)`` crop-space landmarks, when a reference frame was given.
+        audio_features: ``(B, S, H_audio)`` the 50 Hz audio-encoder features (feature ``j`` centred at
+            ``(320 j + 200) / 16000`` s), for auxiliary training targets.
+        audio_mask: ``(B, S)`` True for audio features of unpadded audio.
     """
 
     expression: torch.Tensor | None = None
@@ -62,6 +65,8 @@ class EmoTalkLandmarkOutput(ModelOutput):
     emotion_weights: torch.Tensor | None = None
     frame_mask: torch.Tensor | None = None
     landmarks: torch.Tensor | None = None
+    audio_features: torch.Tensor | None = None
+    audio_mask: torch.Tensor | None = None
 
 
 def local_attention_bias(
@@ -302,6 +307,8 @@ class EmoTalkLandmarkModel(EmoTalkLandmarkPreTrainedModel):
             emotion_weights=weights,
             frame_mask=frame_mask,
             landmarks=landmarks,
+            audio_features=features,
+            audio_mask=audio_mask,
         )
         return output if return_dict else output.to_tuple()
 

@@ -75,14 +75,19 @@ def test_converts_corpus_to_a_stage1_dataset(corpus, tmp_path):
     assert item["landmarks"].shape == (25, 478, 3) and item["input_values"].shape == (16000,)
     assert item["reference"].shape == (478, 3)
 
-    # each clip's neutral reference, used instead of a random frame by the training entry point's patch
-    from emotalk_training.teacher_dataset import load_clip_references, use_neutral_references
+    # each clip's neutral reference is used instead of a random frame, and its phones are the phone target
+    from emotalk_training.data import IGNORE_INDEX, load_clip_phones, load_clip_references
+    from emotalk_training.teacher import PHONES as INVENTORY
 
     references = load_clip_references(output)
     assert set(references) == {c["id"] for c in index["clips"]}
-    use_neutral_references()
     item = dataset.window(happy, 0, 3)
     np.testing.assert_array_equal(item["reference"].numpy(), references[happy["id"]])
+    phones = load_clip_phones(output)
+    assert set(phones) == {c["id"] for c in index["clips"]}
+    ids = item["phone_ids"].numpy()
+    assert ids.shape == (100,) and (ids != IGNORE_INDEX).all()  # 1 s at 100 Hz, all inside labelled phones
+    assert [INVENTORY[ids[i]] for i in (0, 25, 50, 65, 80)] == ["SIL", "M", "AA", "P", "IY"]
 
     # resumable and seeded: a second run adds nothing and a fresh run writes the same landmarks
     first = reader.read(happy["shard"], "landmarks").copy()

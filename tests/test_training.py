@@ -27,6 +27,7 @@ from emotalk_training.losses import (
     info_nce,
     mouth_mask,
     ms_ssim,
+    phone_cross_entropy,
     velocity_l1,
     weighted_landmark_l1,
 )
@@ -101,6 +102,10 @@ def write_synthetic_dataset(root: Path, face_crop, clips: list[dict], size: int 
         write_shard(root / clip["shard"], arrays, clip, "safetensors")
         index["clips"].append(clip)
     (root / "index.json").write_text(json.dumps(index))
+    # phone segments for the first clip only (the auxiliary phone target; the others have none)
+    (root / "clip_phones.json").write_text(
+        json.dumps({"clip0": [["SIL", 0.0, 0.3], ["AA", 0.3, 0.9], ["M", 0.9, 2.0]]})
+    )
     return root
 
 
@@ -304,6 +309,26 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def test_phone_targets_follow_the_segments_and_the_loss_prefers_the_right_phones(dataset):
+    from emotalk_training.data import IGNORE_INDEX
+    from emotalk_training.teacher import PHONES
+
+    windows = LandmarkWindowDataset(dataset, window_frames=25, seed=0, samples_per_epoch=2)
+    clips = {c["id"]: c for c in windows.clips}
+    ids = windows.window(clips["clip0"], 5, 0)["phone_ids"]  # starts at 0.2 s
+    assert ids.shape == (100,)
+    assert [PHONES[i] for i in ids[[0, 9, 10, 69, 70, 99]]] == ["SIL", "SIL", "AA", "AA", "M", "M"]
+    assert (windows.window(clips["clip1"], 0, 0)["phone_ids"] == IGNORE_INDEX).all()  # no segments: unknown
+
+    batch = ids[None]
+    times = (torch.arange(49) * 320 + 200) / 16000  # the audio-feature times of a 1 s window
+    right = torch.nn.functional.one_hot(batch[0, (times * 100).long()], len(PHONES)).float()[None] * 10
+    mask = torch.ones(1, 49, dtype=torch.bool)
+    good = phone_cross_entropy(right, batch, mask)
+    assert good < 0.01 and phone_cross_entropy(right.roll(10, dims=1), batch, mask) > 1.0
+    assert phone_cross_entropy(right, torch.full_like(batch, IGNORE_INDEX), mask) == 0
+
+
 def test_train_landmarks_smoke(tmp_path, dataset, tiny_models, accelerate_config):
     output = tmp_path / "landmarks"
     composite = tmp_path / "composite"
@@ -330,6 +355,7 @@ def test_train_landmarks_smoke(tmp_path, dataset, tiny_models, accelerate_config
     assert changed, "training did not change the weights"
     assert (output / "checkpoint-2" / "landmark_model" / "model.safetensors").is_file()
     assert (output / "training_modules" / "landmark_emotion_encoder.safetensors").is_file()
+    assert (output / "training_modules" / "phone_classifier.safetensors").is_file()
     assert list((output / "logs").rglob("events.out.tfevents*"))
     assert sorted(p.name for p in (output / "validation").glob("*.png"))  # landmark plots
     loaded = EmoTalkModel.from_pretrained(composite)

@@ -27,6 +27,40 @@ from modeling_emotalk.configuration_emotalk import EMOTIONS
 from .prepare import load_index
 
 SAMPLING_RATE = 16000
+PHONE_RATE = 100  # phone tracks: one label per 10 ms
+IGNORE_INDEX = -100  # unknown phone (cross-entropy ignore_index)
+CLIP_REFERENCES = "clip_references.npz"  # optional {clip id: (478, 3)} reference face per clip
+CLIP_PHONES = "clip_phones.json"  # optional {clip id: [[phone, start_s, end_s], ...]} (ARPAbet, no stress)
+
+
+def load_clip_references(dataset_dir: str | Path) -> dict[str, np.ndarray]:
+    """``{clip id: (478, 3)}`` per-clip reference faces of a dataset (empty when it has none)."""
+    path = Path(dataset_dir) / CLIP_REFERENCES
+    if not path.is_file():
+        return {}
+    with np.load(path) as data:
+        return {key: data[key].astype(np.float32) for key in data.files}
+
+
+def load_clip_phones(dataset_dir: str | Path) -> dict[str, list]:
+    """``{clip id: [[phone, start_s, end_s], ...]}`` phone segments of a dataset (empty when it has none)."""
+    path = Path(dataset_dir) / CLIP_PHONES
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def phone_track(segments: list, start_seconds: float, length: int) -> np.ndarray:
+    """``(length,)`` phone ids at :data:`PHONE_RATE` from ``start_seconds``; :data:`IGNORE_INDEX` where unknown.
+
+    Ids index :data:`emotalk_training.teacher.PHONES`; labels are normalized (stress digits, aliases).
+    """
+    from .teacher import PHONES, normalize_phone
+
+    ids = {phone: i for i, phone in enumerate(PHONES)}
+    times = start_seconds + (np.arange(length) + 0.5) / PHONE_RATE
+    track = np.full(length, IGNORE_INDEX, dtype=np.int64)
+    for phone, begin, end in segments:
+        track[(times >= float(begin)) & (times < float(end))] = ids[normalize_phone(phone)]
+    return track
 
 
 class ShardReader:
@@ -167,7 +201,12 @@ class LandmarkWindowDataset(_AddressedDataset):
 
     Each item: ``input_values`` ``(N,)`` normalized audio (N = window_frames / fps × 16000), ``attention_mask``
     ``(N,)``, ``landmarks`` ``(T, 478, 3)`` crop space, ``frame_mask`` ``(T,)`` (tracked, inside the clip),
-    ``reference`` ``(478, 3)`` a random tracked frame of the same clip (the "photo"), and the clip's labels.
+    ``reference`` ``(478, 3)`` a random tracked frame of the same clip (the "photo"), ``phone_ids`` ``(N / 160,)``
+    the phone at each 10 ms (:data:`IGNORE_INDEX` where unknown), and the clip's labels.
+
+    Two optional files of the dataset folder refine this: ``clip_references.npz`` gives a clip its own reference
+    face (a generated clip whose every frame carries an emotion needs its neutral face as the photo, or the
+    emotion offset cancels), and ``clip_phones.json`` gives phone segments (the auxiliary phone target).
     """
 
     def __init__(
@@ -183,6 +222,8 @@ class LandmarkWindowDataset(_AddressedDataset):
         super().__init__(dataset_dir, split, 2, True, seed, samples_per_epoch, window_frames)
         self.window_frames = int(window_frames)
         self.window_samples = round(self.window_frames / self.fps * SAMPLING_RATE)
+        self.clip_references = load_clip_references(self.root)
+        self.clip_phones = load_clip_phones(self.root)
 
     def window(self, clip: dict, start: int, reference_frame: int) -> dict[str, torch.Tensor]:
         """The sample of ``clip`` starting at frame ``start`` with frame ``reference_frame`` as the reference."""
@@ -200,13 +241,21 @@ class LandmarkWindowDataset(_AddressedDataset):
         input_values[: len(audio)] = normalize_audio(audio, clip["audio_mean"], clip["audio_std"])
         attention_mask = np.zeros(self.window_samples, dtype=np.int64)
         attention_mask[: min(len(audio), round(count / self.fps * SAMPLING_RATE))] = 1
-        reference = self.reader.read(clip["shard"], "landmarks", slice(reference_frame, reference_frame + 1))[0]
+        reference = self.clip_references.get(clip["id"])
+        if reference is None:
+            reference = self.reader.read(clip["shard"], "landmarks", slice(reference_frame, reference_frame + 1))[0]
+        phone_length = self.window_samples * PHONE_RATE // SAMPLING_RATE
+        phone_ids = np.full(phone_length, IGNORE_INDEX, dtype=np.int64)
+        if clip["id"] in self.clip_phones:
+            phone_ids = phone_track(self.clip_phones[clip["id"]], start / self.fps, phone_length)
+            phone_ids[round(count / self.fps * PHONE_RATE) :] = IGNORE_INDEX
         return {
             "input_values": torch.from_numpy(input_values),
             "attention_mask": torch.from_numpy(attention_mask),
             "landmarks": torch.from_numpy(landmarks),
             "frame_mask": torch.from_numpy(frame_mask),
             "reference": torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)),
+            "phone_ids": torch.from_numpy(phone_ids),
             **self.labels(clip),
         }
 

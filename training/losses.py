@@ -1,7 +1,8 @@
 """Training losses of both stages (architecture.md, "Training-only parts").
 
-Stage 1: mouth-weighted landmark L1, velocity L1, emotion classification (cross-entropy where the label is
-known) and the coordinated visual-emotion contrastive loss (InfoNCE between the audio-emotion embedding and a
+Stage 1: mouth-weighted landmark L1, velocity L1, frame-level phone classification of the audio features (an
+auxiliary target that gives the randomly initialized audio encoder phonetic features early), emotion
+classification (cross-entropy where the label is known) and the coordinated visual-emotion contrastive loss (InfoNCE between the audio-emotion embedding and a
 landmark-sequence emotion embedding). Stage 2: L1, multi-scale SSIM, mouth-weighted L1, hinge GAN and feature
 matching. All functions take masks so that untracked frames or unknown labels contribute nothing.
 """
@@ -60,6 +61,27 @@ def lip_aperture(landmarks: torch.Tensor) -> torch.Tensor:
     upper = landmarks[..., list(UPPER_LIP), 1].mean(-1)
     lower = landmarks[..., list(LOWER_LIP), 1].mean(-1)
     return lower - upper
+
+
+def phone_cross_entropy(
+    logits: torch.Tensor, phone_ids: torch.Tensor, mask: torch.Tensor, phone_rate: float = 100.0
+) -> torch.Tensor:
+    """Frame-level phone classification of the 50 Hz audio features (an auxiliary target for the audio encoder).
+
+    ``logits`` ``(B, S, P)`` at the audio-feature times ``(320 j + 200) / 16000`` s, ``phone_ids`` ``(B, L)`` at
+    ``phone_rate`` (-100 where unknown), ``mask`` ``(B, S)`` valid features. 0 (with a graph) when no label is
+    known.
+    """
+    from modeling_emotalk.modeling_landmark import AUDIO_HOP, AUDIO_RECEPTIVE_FIELD, SAMPLING_RATE
+
+    times = (
+        torch.arange(logits.shape[1], device=logits.device) * AUDIO_HOP + AUDIO_RECEPTIVE_FIELD / 2
+    ) / SAMPLING_RATE
+    index = (times * phone_rate).long().clamp(max=phone_ids.shape[1] - 1)
+    targets = phone_ids[:, index].masked_fill(~mask, -100)
+    if not bool((targets >= 0).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
 def emotion_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -197,6 +219,7 @@ __all__ = [
     "masked_l1",
     "mouth_mask",
     "ms_ssim",
+    "phone_cross_entropy",
     "velocity_l1",
     "weighted_l1",
     "weighted_landmark_l1",

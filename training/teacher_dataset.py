@@ -39,12 +39,12 @@ import numpy as np
 
 from modeling_emotalk.configuration_emotalk import EMOTIONS
 
+from .data import CLIP_PHONES, CLIP_REFERENCES
 from .prepare import DATASET_FORMAT_VERSION, INDEX_NAME, _write_json, write_shard
 
 SAMPLING_RATE = 16000
 DEFAULT_FACES = ("/work/shared/media/photos",)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-CLIP_REFERENCES = "clip_references.npz"
 
 
 # ------------------------------------------------------------------------------------------------ references
@@ -284,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
         if c["id"] in by_id
     }
     np.savez(output / CLIP_REFERENCES, **neutral)
+    phones = {c["id"]: by_id[c["id"]]["phones"] for c in index["clips"] if by_id.get(c["id"], {}).get("phones")}
+    _write_json(output / CLIP_PHONES, phones)
     _write_json(index_path, index)
     print(f"{output}: {len(index['clips'])} clips, {count} new, {time.time() - start:.1f} s", flush=True)
     return 0 if index["clips"] else 1
@@ -307,61 +309,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# ------------------------------------------------------------------------------------------------ training
-def load_clip_references(dataset_dir: str | Path) -> dict[str, np.ndarray]:
-    """``{clip id: (478, 3)}`` neutral references of a teacher dataset (empty for other datasets)."""
-    path = Path(dataset_dir) / CLIP_REFERENCES
-    if not path.is_file():
-        return {}
-    with np.load(path) as data:
-        return {key: data[key].astype(np.float32) for key in data.files}
-
-
-def use_neutral_references() -> None:
-    """Make :class:`emotalk_training.data.LandmarkWindowDataset` use each clip's neutral reference face.
-
-    ``LandmarkWindowDataset`` takes a random frame of the clip as the reference ("the photo"). In a teacher
-    clip every frame carries the clip's emotion, so relative to such a frame the emotion offset cancels: stage 1
-    would learn that an emotion label adds nothing (and the landmark emotion encoder sees no emotion). With this
-    patch, a clip listed in ``<dataset>/clip_references.npz`` uses its neutral reference (the face the teacher's
-    motion was generated on, the pipeline's situation: a neutral photo) as the reference; other clips are
-    unchanged.
-    """
-    import torch
-
-    from . import data
-
-    if getattr(data.LandmarkWindowDataset, "_neutral_references", False):
-        return
-    window = data.LandmarkWindowDataset.window
-
-    def window_with_reference(self, clip: dict, start: int, reference_frame: int) -> dict:
-        item = window(self, clip, start, reference_frame)
-        if not hasattr(self, "_clip_references"):
-            self._clip_references = load_clip_references(self.root)
-        reference = self._clip_references.get(clip["id"])
-        if reference is not None:
-            item["reference"] = torch.from_numpy(reference.copy())
-        return item
-
-    data.LandmarkWindowDataset.window = window_with_reference
-    data.LandmarkWindowDataset._neutral_references = True
-
-
-def train(argv: list[str]) -> None:
-    """``training/train_landmarks.py`` with :func:`use_neutral_references` (same options)."""
-    use_neutral_references()
-    from . import train_landmarks
-
-    train_landmarks.main(train_landmarks.parse_args(argv))
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:
-        train(argv[1:])
-        return 0
-    return run(parse_args(argv))
+    return run(parse_args(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

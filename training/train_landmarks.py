@@ -40,9 +40,11 @@ from emotalk_training.losses import (
     landmark_weights,
     lip_aperture,
     masked_l1,
+    phone_cross_entropy,
     velocity_l1,
     weighted_landmark_l1,
 )
+from emotalk_training.teacher import PHONES
 from emotalk_training.utils import (
     checkpoint_step,
     default_base_model,
@@ -137,6 +139,19 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lambda_visual_emotion", type=float, default=0.01, help="landmark emotion encoder CE")
     parser.add_argument("--contrastive_temperature", type=float, default=0.1)
     parser.add_argument("--emotion_encoder_hidden_size", type=int, default=128)
+    parser.add_argument(
+        "--lambda_phone",
+        type=float,
+        default=0.1,
+        help="frame-level phone classification of the audio features (needs clip_phones.json in the dataset; 0 "
+        "disables it)",
+    )
+    parser.add_argument(
+        "--audio_mask_time_prob",
+        type=float,
+        default=None,
+        help="override the audio encoder's SpecAugment time masking while training (the config's mask_time_prob)",
+    )
     # hub
     parser.add_argument("--push_to_hub", action="store_true", help="no-op with a clear message when HF_HUB_OFFLINE=1")
     parser.add_argument("--hub_model_id", default=None)
@@ -168,6 +183,7 @@ def resolve_mixed_precision(requested: str | None) -> str:
 def compute_losses(
     model: torch.nn.Module,
     emotion_encoder: torch.nn.Module,
+    phone_classifier: torch.nn.Module,
     batch: dict[str, torch.Tensor],
     args: argparse.Namespace,
     fps: float,
@@ -207,6 +223,7 @@ def compute_losses(
             output.emotion_embedding, visual_embedding, emotion_positives(labels, known), args.contrastive_temperature
         ),
         "visual_emotion": emotion_cross_entropy(visual_logits.float(), labels, known),
+        "phone": phone_cross_entropy(phone_classifier(output.audio_features), batch["phone_ids"], output.audio_mask),
     }
     loss = sum(getattr(args, f"lambda_{name}") * value for name, value in parts.items())
     return loss, parts, output
@@ -318,10 +335,14 @@ def main(args: argparse.Namespace) -> None:
         # Wav2Vec2's feature encoder otherwise marks its output as requiring grad in training mode, which drags
         # the whole frozen encoder into the backward pass.
         model.audio_encoder.freeze_feature_encoder()
+    if args.audio_mask_time_prob is not None:
+        model.audio_encoder.config.mask_time_prob = args.audio_mask_time_prob
     config = model.config
     emotion_encoder = LandmarkEmotionEncoder(
         config.emotion_embedding_dim, config.num_emotions, hidden_size=args.emotion_encoder_hidden_size
     )
+    # training-only head: which phone is being spoken at each audio feature (targets from clip_phones.json)
+    phone_classifier = torch.nn.Linear(config.audio_config.hidden_size, len(PHONES))
 
     def save_model_hook(models, weights, output_dir):
         for i, wrapped in enumerate(models):
@@ -347,7 +368,8 @@ def main(args: argparse.Namespace) -> None:
 
     if args.scale_lr:
         args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
-    parameters = [p for p in (*model.parameters(), *emotion_encoder.parameters()) if p.requires_grad]
+    training_modules = (model, emotion_encoder, phone_classifier)
+    parameters = [p for module in training_modules for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         parameters,
         lr=args.learning_rate,
@@ -382,8 +404,8 @@ def main(args: argparse.Namespace) -> None:
         num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
-    model, emotion_encoder, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        model, emotion_encoder, optimizer, train_dataloader, lr_scheduler
+    model, emotion_encoder, phone_classifier, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        model, emotion_encoder, phone_classifier, optimizer, train_dataloader, lr_scheduler
     )
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
@@ -440,6 +462,7 @@ def main(args: argparse.Namespace) -> None:
             break
         model.train()
         emotion_encoder.train()
+        phone_classifier.train()
         loader = train_dataloader
         if epoch == first_epoch and resume_batches:
             loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
@@ -447,8 +470,8 @@ def main(args: argparse.Namespace) -> None:
         # so that a resumed run draws the samples of the epoch it resumes in.
         loader.set_epoch(epoch)
         for batch in loader:
-            with accelerator.accumulate(model, emotion_encoder):
-                loss, parts, _ = compute_losses(model, emotion_encoder, batch, args, fps, weights)
+            with accelerator.accumulate(model, emotion_encoder, phone_classifier):
+                loss, parts, _ = compute_losses(model, emotion_encoder, phone_classifier, batch, args, fps, weights)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
@@ -484,6 +507,13 @@ def main(args: argparse.Namespace) -> None:
                 for k, v in accelerator.unwrap_model(emotion_encoder).state_dict().items()
             },
             str(encoder_dir / "landmark_emotion_encoder.safetensors"),
+        )
+        save_file(
+            {
+                k: v.detach().cpu().contiguous()
+                for k, v in accelerator.unwrap_model(phone_classifier).state_dict().items()
+            },
+            str(encoder_dir / "phone_classifier.safetensors"),
         )
         if val_dataset is not None and global_step % args.validation_steps != 0:
             log_validation(trained, args, accelerator, global_step, val_dataset, val_clips)
