@@ -100,6 +100,49 @@ def save_frames(frames: np.ndarray, path: Path, count: int = 6) -> None:
     sheet.save(path)
 
 
+def summarize(results: dict) -> str:
+    """Markdown table: per row (and pose), set means of closure lift, AUC, peak correlation, lag; blinks; head."""
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for key, value in results.items():
+        name = key.partition("/")[0]
+        if name == "emotion":
+            continue
+        for pose, metrics in value.items():
+            if isinstance(metrics, dict):
+                rows.setdefault((name, pose), []).append(metrics)
+    lines = [
+        "| row | pose | clips | closure lift | vowel/bilabial AUC | peak A–V corr | lag mean / median | blinks/min | "
+        "head speed °/s | yaw std ° |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (name, pose), items in rows.items():
+        sync = [m.get("lipsync") or {} for m in items]
+        motion = [m.get("motion") or {} for m in items]
+
+        def mean(values):
+            values = [v for v in values if v is not None and np.isfinite(v)]
+            return float(np.mean(values)) if values else float("nan")
+
+        lags = [s.get("lag_frames") for s in sync if s.get("lag_frames") is not None]
+        lines.append(
+            f"| {name} | {pose} | {len(items)} | {mean([s.get('closure_lift') for s in sync]):.3f} | "
+            f"{mean([s.get('vowel_bilabial_auc') for s in sync]):.3f} | {mean([s.get('lag_correlation') for s in sync]):.3f} | "
+            f"{mean(lags):.1f} / {float(np.median(lags)) if lags else float('nan'):.1f} | "
+            f"{mean([m.get('blinks_per_minute') for m in motion]):.1f} | "
+            f"{mean([m.get('rotation_speed_deg_s') for m in motion]):.1f} | {mean([m.get('yaw_std_deg') for m in motion]):.2f} |"
+        )
+    emotions = {k.split("/", 1)[1]: v["emotion"] for k, v in results.items() if k.startswith("emotion/")}
+    if emotions:
+        correct = sum(v["predicted"] == label for label, v in emotions.items())
+        accuracy = np.mean([v["frame_accuracy"] for v in emotions.values()])
+        lines.append("")
+        lines.append(
+            f"emotion labels: {correct}/{len(emotions)} predicted right, mean frame accuracy {accuracy:.2f}; "
+            + ", ".join(f"{label} → {v['predicted']} {v['frame_accuracy']:.2f}" for label, v in emotions.items())
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", nargs="+", required=True, help="name=model_folder|default, teacher, real")
@@ -109,7 +152,11 @@ def main() -> None:
     parser.add_argument("--emotion-clip", default=AUDIO_ONLY[0])
     parser.add_argument("--natural-clips", type=int, default=2, help="clips also rendered with pose natural")
     parser.add_argument("--clips", nargs="*", default=None)
+    parser.add_argument("--summary", action="store_true", help="print the table of --output's results and stop")
     args = parser.parse_args()
+    if args.summary:
+        print(summarize(json.loads((Path(args.output) / "results.json").read_text())))
+        return
     import emotalk_pipeline  # noqa: F401
     from skimage import data
     from transformers import pipeline

@@ -131,6 +131,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lambda_landmark", type=float, default=1.0, help="canonical (pose-free) landmarks")
     parser.add_argument("--lambda_relocated", type=float, default=1.0, help="crop-space landmarks after relocation")
     parser.add_argument("--lambda_velocity", type=float, default=1.0)
+    parser.add_argument(
+        "--lambda_aperture",
+        type=float,
+        default=0.0,
+        help="L1 on the inner-lip aperture (canonical space): weighs full closures and wide openings up",
+    )
     parser.add_argument("--lambda_pose", type=float, default=0.5)
     parser.add_argument("--lambda_gaze", type=float, default=0.1)
     parser.add_argument("--lambda_blink", type=float, default=0.1)
@@ -215,6 +221,7 @@ def compute_losses(
         "landmark": weighted_landmark_l1(predicted, targets.canonical, mask, weights),
         "relocated": weighted_landmark_l1(output.landmarks.float(), landmarks, mask, weights),
         "velocity": velocity_l1(predicted, targets.canonical, mask) + velocity_l1(head_pose, targets.head_pose, mask),
+        "aperture": masked_l1(lip_aperture(predicted), lip_aperture(targets.canonical), mask),
         "pose": masked_l1(head_pose, targets.head_pose, mask),
         "gaze": masked_l1(output.gaze.float(), targets.gaze, mask),
         "blink": masked_l1(output.blink.float(), targets.blink, mask),
