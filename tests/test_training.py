@@ -23,6 +23,7 @@ from conftest import synthetic_speech
 from emotalk_training.data import GeneratorPairDataset, LandmarkWindowDataset
 from emotalk_training.geometry import landmark_targets, matrix_to_euler
 from emotalk_training.losses import (
+    aperture_l1,
     emotion_positives,
     info_nce,
     mouth_mask,
@@ -307,6 +308,24 @@ def test_checkpoint_resolution_ignores_partial_folders(tmp_path):
 # ------------------------------------------------------------------------------------------------ accelerate launch
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
+
+
+def test_aperture_loss_prefers_a_full_closure_a_frame_late_to_a_smeared_half_closure():
+    target = torch.ones(1, 20)
+    target[0, 10] = 0.0  # a one-frame bilabial closure
+    late, half = torch.ones(1, 20), torch.ones(1, 20)
+    late[0, 11] = 0.0
+    half[0, 9:12] = 0.5
+    mask = torch.ones(1, 20, dtype=torch.bool)
+    assert velocity_l1(half[..., None], target[..., None], mask) < velocity_l1(
+        late[..., None], target[..., None], mask
+    )
+    assert aperture_l1(late, target, mask) < aperture_l1(half, target, mask)  # plain L1 alone prefers `half`
+    assert aperture_l1(target, target, mask) == 0
+    mask[0, 12:] = False  # masked frames neither count nor enter a window
+    changed = target.clone()
+    changed[0, 15:] = -5.0
+    assert aperture_l1(changed, target, mask) == 0
 
 
 def test_phone_targets_follow_the_segments_and_the_loss_prefers_the_right_phones(dataset):

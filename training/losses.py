@@ -84,6 +84,27 @@ def phone_cross_entropy(
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
+def aperture_l1(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, closure_window: int = 5
+) -> torch.Tensor:
+    """L1 on lip-aperture curves ``(B, T)``, plus L1 on their running minimum over ``closure_window`` frames.
+
+    The second term asks each closure to reach its full depth within ± ``closure_window // 2`` frames: a plain
+    L1 under a frame of timing uncertainty predicts a half-closed mouth at a /p b m/. Frames outside ``mask``
+    count neither as values nor inside a window.
+    """
+    loss = masked_l1(prediction, target, mask)
+    if closure_window > 1 and prediction.shape[1] >= closure_window:
+        big = torch.finfo(prediction.dtype).max / 4
+
+        def running_min(x: torch.Tensor) -> torch.Tensor:
+            x = x.masked_fill(~mask, big).unsqueeze(1)
+            return -F.max_pool1d(-x, closure_window, stride=1, padding=closure_window // 2).squeeze(1)
+
+        loss = loss + masked_l1(running_min(prediction), running_min(target), mask)
+    return loss
+
+
 def emotion_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on the items whose emotion is ``known``; 0 (with a graph) when none is."""
     if not bool(known.any()):
@@ -208,6 +229,7 @@ def feature_matching_loss(real_features: list[torch.Tensor], fake_features: list
 
 
 __all__ = [
+    "aperture_l1",
     "emotion_cross_entropy",
     "emotion_positives",
     "feature_matching_loss",

@@ -34,6 +34,7 @@ from emotalk_training.data import LandmarkWindowDataset, select_clips
 from emotalk_training.emotion_encoder import LandmarkEmotionEncoder
 from emotalk_training.geometry import landmark_targets
 from emotalk_training.losses import (
+    aperture_l1,
     emotion_cross_entropy,
     emotion_positives,
     info_nce,
@@ -135,7 +136,8 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         "--lambda_aperture",
         type=float,
         default=0.0,
-        help="L1 on the inner-lip aperture (canonical space): weighs full closures and wide openings up",
+        help="L1 on the inner-lip aperture (canonical space) and on its 5-frame running minimum: weighs full "
+        "closures and wide openings up",
     )
     parser.add_argument("--lambda_pose", type=float, default=0.5)
     parser.add_argument("--lambda_gaze", type=float, default=0.1)
@@ -221,7 +223,7 @@ def compute_losses(
         "landmark": weighted_landmark_l1(predicted, targets.canonical, mask, weights),
         "relocated": weighted_landmark_l1(output.landmarks.float(), landmarks, mask, weights),
         "velocity": velocity_l1(predicted, targets.canonical, mask) + velocity_l1(head_pose, targets.head_pose, mask),
-        "aperture": masked_l1(lip_aperture(predicted), lip_aperture(targets.canonical), mask),
+        "aperture": aperture_l1(lip_aperture(predicted), lip_aperture(targets.canonical), mask),
         "pose": masked_l1(head_pose, targets.head_pose, mask),
         "gaze": masked_l1(output.gaze.float(), targets.gaze, mask),
         "blink": masked_l1(output.blink.float(), targets.blink, mask),
