@@ -14,13 +14,13 @@ Hub folder with remote code).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 from transformers import Wav2Vec2FeatureExtractor
 
 from modeling_emotalk import EmoTalkConfig, EmoTalkGenerator, EmoTalkLandmarkModel, EmoTalkModel
+from modeling_emotalk.packaging import strip_remote_code
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "pipeline" / "checkpoints" / "emotalk-default"
 
@@ -45,16 +45,9 @@ def build(output: Path, seed: int = 0, landmark_model: str | None = None, genera
     Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
     ).save_pretrained(output)
-    # The embedded copy is loaded through the installed package: no remote code, no auto_map.
-    for code in output.glob("*.py"):
-        code.unlink()
-    config_path = output / "config.json"
-    data = json.loads(config_path.read_text())
-    data.pop("auto_map", None)
-    for sub in ("landmark_config", "generator_config"):
-        for key in ("auto_map", "_name_or_path", "architectures"):  # no local paths in the shipped config
-            data.get(sub, {}).pop(key, None)
-    config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    # The embedded copy is loaded through the installed package: no remote code, no auto_map, and no local
+    # paths in the shipped config.
+    strip_remote_code(output, sub_config_keys=("auto_map", "_name_or_path", "architectures"))
     return output
 
 

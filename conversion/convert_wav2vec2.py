@@ -214,6 +214,7 @@ def convert(
 ) -> ImportReport:
     """Write ``output`` (same kind of folder as ``model``) with the imported encoder; return the report."""
     from modeling_emotalk import EmoTalkLandmarkModel, EmoTalkModel
+    from modeling_emotalk.packaging import strip_remote_code
 
     model = Path(model) if model else default_checkpoint()
     output = Path(output)
@@ -240,7 +241,7 @@ def convert(
 
     _prepare_output(output, overwrite)
     target.save_pretrained(output)
-    _package_checkpoint(output)
+    strip_remote_code(output)  # like the embedded default: the installed package provides the code
     if (model / "preprocessor_config.json").is_file():
         preprocessor = _read_json(model / "preprocessor_config.json")
         source_pre = Path(wav2vec2) / "preprocessor_config.json"
@@ -251,19 +252,6 @@ def convert(
                 report.notes.append(f"preprocessor do_normalize set to {do_normalize}, as the source was trained")
         (output / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2, sort_keys=True) + "\n")
     return report
-
-
-def _package_checkpoint(folder: Path) -> None:
-    """Like the embedded default: the installed package provides the code (export_to_hub.py adds remote code)."""
-    for code in folder.glob("*.py"):
-        code.unlink()
-    path = folder / "config.json"
-    data = json.loads(path.read_text())
-    data.pop("auto_map", None)
-    for sub in ("landmark_config", "generator_config"):
-        if isinstance(data.get(sub), dict):
-            data[sub].pop("auto_map", None)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -100,6 +100,11 @@ def save_frames(frames: np.ndarray, path: Path, count: int = 6) -> None:
     sheet.save(path)
 
 
+def _finite_mean(values) -> float:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def summarize(results: dict) -> str:
     """Markdown table: per row (and pose), set means of closure lift, AUC, peak correlation, lag; blinks; head."""
     rows: dict[tuple[str, str], list[dict]] = {}
@@ -118,18 +123,13 @@ def summarize(results: dict) -> str:
     for (name, pose), items in rows.items():
         sync = [m.get("lipsync") or {} for m in items]
         motion = [m.get("motion") or {} for m in items]
-
-        def mean(values):
-            values = [v for v in values if v is not None and np.isfinite(v)]
-            return float(np.mean(values)) if values else float("nan")
-
         lags = [s.get("lag_frames") for s in sync if s.get("lag_frames") is not None]
         lines.append(
-            f"| {name} | {pose} | {len(items)} | {mean([s.get('closure_lift') for s in sync]):.3f} | "
-            f"{mean([s.get('vowel_bilabial_auc') for s in sync]):.3f} | {mean([s.get('lag_correlation') for s in sync]):.3f} | "
-            f"{mean(lags):.1f} / {float(np.median(lags)) if lags else float('nan'):.1f} | "
-            f"{mean([m.get('blinks_per_minute') for m in motion]):.1f} | "
-            f"{mean([m.get('rotation_speed_deg_s') for m in motion]):.1f} | {mean([m.get('yaw_std_deg') for m in motion]):.2f} |"
+            f"| {name} | {pose} | {len(items)} | {_finite_mean([s.get('closure_lift') for s in sync]):.3f} | "
+            f"{_finite_mean([s.get('vowel_bilabial_auc') for s in sync]):.3f} | {_finite_mean([s.get('lag_correlation') for s in sync]):.3f} | "
+            f"{_finite_mean(lags):.1f} / {float(np.median(lags)) if lags else float('nan'):.1f} | "
+            f"{_finite_mean([m.get('blinks_per_minute') for m in motion]):.1f} | "
+            f"{_finite_mean([m.get('rotation_speed_deg_s') for m in motion]):.1f} | {_finite_mean([m.get('yaw_std_deg') for m in motion]):.2f} |"
         )
     emotions = {k.split("/", 1)[1]: v["emotion"] for k, v in results.items() if k.startswith("emotion/")}
     if emotions:

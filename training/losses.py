@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from modeling_emotalk.landmarks import LIPS, LOWER_LIP, NUM_LANDMARKS, UPPER_LIP
+from modeling_emotalk.modeling_landmark import AUDIO_HOP, AUDIO_RECEPTIVE_FIELD, SAMPLING_RATE
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -72,8 +73,6 @@ def phone_cross_entropy(
     ``phone_rate`` (-100 where unknown), ``mask`` ``(B, S)`` valid features. 0 (with a graph) when no label is
     known.
     """
-    from modeling_emotalk.modeling_landmark import AUDIO_HOP, AUDIO_RECEPTIVE_FIELD, SAMPLING_RATE
-
     times = (
         torch.arange(logits.shape[1], device=logits.device) * AUDIO_HOP + AUDIO_RECEPTIVE_FIELD / 2
     ) / SAMPLING_RATE

@@ -508,22 +508,13 @@ def main(args: argparse.Namespace) -> None:
     if accelerator.is_main_process:
         trained = accelerator.unwrap_model(model)
         trained.save_pretrained(args.output_dir)
-        encoder_dir = Path(args.output_dir) / "training_modules"
-        encoder_dir.mkdir(exist_ok=True)
-        save_file(
-            {
-                k: v.detach().cpu().contiguous()
-                for k, v in accelerator.unwrap_model(emotion_encoder).state_dict().items()
-            },
-            str(encoder_dir / "landmark_emotion_encoder.safetensors"),
-        )
-        save_file(
-            {
-                k: v.detach().cpu().contiguous()
-                for k, v in accelerator.unwrap_model(phone_classifier).state_dict().items()
-            },
-            str(encoder_dir / "phone_classifier.safetensors"),
-        )
+        modules_dir = Path(args.output_dir) / "training_modules"
+        modules_dir.mkdir(exist_ok=True)
+        for name, module in (("landmark_emotion_encoder", emotion_encoder), ("phone_classifier", phone_classifier)):
+            state = accelerator.unwrap_model(module).state_dict()
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in state.items()}, str(modules_dir / f"{name}.safetensors")
+            )
         if val_dataset is not None and global_step % args.validation_steps != 0:
             log_validation(trained, args, accelerator, global_step, val_dataset, val_clips)
         if args.composite_output_dir:

@@ -62,6 +62,7 @@ def write_composite(stage_model: Any, stage: str, template: str | Path, output: 
     from transformers import Wav2Vec2FeatureExtractor
 
     from modeling_emotalk import EmoTalkModel
+    from modeling_emotalk.packaging import strip_remote_code
 
     if model_type_of(template) != "emotalk":
         raise ValueError(f"the composite template {template} is not a composite 'emotalk' folder")
@@ -84,14 +85,7 @@ def write_composite(stage_model: Any, stage: str, template: str | Path, output: 
         (output / stale).unlink(missing_ok=True)
     composite.save_pretrained(output)
     extractor.save_pretrained(output)
-    for code in output.glob("*.py"):
-        code.unlink()
-    config_path = output / "config.json"
-    data = json.loads(config_path.read_text())
-    data.pop("auto_map", None)
-    for sub in ("landmark_config", "generator_config"):
-        data.get(sub, {}).pop("auto_map", None)
-    config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    strip_remote_code(output)
     return output
 
 
