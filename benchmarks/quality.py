@@ -107,7 +107,7 @@ class Benchmark:
         from emotalk_evaluation.generation import generate_video, load_pipeline
 
         if self.pipe is None:
-            self.pipe = load_pipeline(self.args.model)
+            self.pipe = load_pipeline(self.args.model, trust_remote_code=self.args.trust_remote_code)
         path = generate_video(self.pipe, image, audio, self.video_dir / f"{name}.mp4", emotion=emotion,
                               seed=self.args.seed)  # fmt: skip
         return read_frames(path, max_side=self.args.max_side)
@@ -207,6 +207,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sets", default="talking,portraits", help="comma-separated: talking, portraits")
     parser.add_argument("--skip-model", action="store_true", help="only the reference rows (no generation)")
     parser.add_argument("--model", help="model folder or Hub id (default: the pipeline's embedded default)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow running the code shipped inside --model (off by default)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-plots", action="store_true")
     return parser.parse_args(argv)

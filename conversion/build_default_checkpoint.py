@@ -8,7 +8,8 @@ random), stage 2 zero-initialized (the pure landmark warp of the photo, a sane f
 ``--landmark-model`` / ``--generator`` (``save_pretrained`` folders from the training scripts) the trained
 stages replace the untrained ones. The folder holds config.json, model.safetensors and
 preprocessor_config.json only; the package provides the code (``conversion/export_to_hub.py`` makes the
-Hub folder with remote code).
+Hub folder with remote code). Rebuilding deletes the folder's ``provenance.json`` (it describes the weights
+that were there): write one for the new weights, or the exporter will ask where they come from.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """The model card (README.md) of an exported EmoTalk Hub repo, built with ``huggingface_hub.ModelCard``.
 
-Metadata: license, ``library_name: transformers``, ``pipeline_tag``, tags, base model (none unless given),
-datasets (when given) and the evaluation suite's figures as ``model-index`` results. Text: usage, model
-details, intended use, training data and its provenance, evaluation ("not evaluated" without results),
-limitations, and the misuse considerations of synthetic faces.
+Metadata: license (``apache-2.0`` only for untrained weights; trained weights are ``license: other`` with a
+``license_name`` / ``license_link``, because the code's Apache-2.0 license says nothing about the terms of the
+data they were trained on), ``library_name: transformers``, ``pipeline_tag``, tags, base model (none unless
+given), datasets (when given) and the evaluation suite's figures as ``model-index`` results. Text: usage
+(pinned to a revision), model details and how each stage was trained, intended use, training data and its
+provenance, evaluation (``--eval-results``, else the figures recorded in the checkpoint's ``provenance.json``,
+else "not evaluated"), the measured limitations, and the misuse considerations of synthetic faces.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from pathlib import Path
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-LICENSE = "apache-2.0"
+CODE_LICENSE = "apache-2.0"  # the code (this project and the remote-code files of the repo)
+WEIGHTS_LICENSE_NAME = "emotalk-weights"  # trained weights: the code license plus the training data's terms
+LICENSE_LINK = "README.md#license"  # the card's own License section states the terms
 PIPELINE_TAG = "image-to-video"  # the closest Hub task: portrait (+ speech) → video
 TAGS = (
     "emotional-talking-face",
@@ -176,9 +181,20 @@ def detect_untrained_stages(model, seed: int = 0) -> dict[str, bool]:
     return {"landmark": landmark_untrained, "generator": generator_untrained}
 
 
-def resolve_provenance(provenance: str, untrained: Mapping[str, bool], training_data: str | None) -> str:
+def resolve_provenance(
+    provenance: str,
+    untrained: Mapping[str, bool],
+    training_data: str | None,
+    record: Mapping | None = None,
+) -> str:
+    """The provenance the card describes: ``auto`` becomes the recorded one (``provenance.json``) or untrained."""
     if provenance not in PROVENANCES:
         raise ModelCardError(f"provenance must be one of {PROVENANCES}, got {provenance!r}")
+    if provenance == "auto" and record is not None:
+        recorded = record.get("provenance")
+        if recorded not in PROVENANCES[1:]:
+            raise ModelCardError(f"provenance.json records provenance {recorded!r}: expected one of {PROVENANCES[1:]}")
+        provenance = recorded
     if provenance == "auto":
         if all(untrained.values()):
             return "untrained"
@@ -188,14 +204,31 @@ def resolve_provenance(provenance: str, untrained: Mapping[str, bool], training_
             "come from with --provenance internal-demo (weights trained on the project's development media) or "
             "--provenance custom --training-data '...'"
         )
-    if provenance == "custom" and not training_data:
+    if provenance == "custom" and not (training_data or (record or {}).get("training_data")):
         raise ModelCardError("--provenance custom needs --training-data describing the data and its license")
     return provenance
 
 
-def training_data_section(provenance: str, untrained: Mapping[str, bool], training_data: str | None) -> str:
+def training_data_section(
+    provenance: str, untrained: Mapping[str, bool], training_data: str | None, record: Mapping | None = None
+) -> str:
+    """The card's "Training data" text: the provenance's statement, the recorded data and how each stage trained."""
     text = {"untrained": UNTRAINED_TEXT, "internal-demo": INTERNAL_DEMO_TEXT, "custom": ""}[provenance]
     parts = [text] if text else []
+    record = record or {}
+    if record.get("training_data"):
+        parts.append(str(record["training_data"]).strip())
+    if record.get("datasets"):
+        parts.append("Datasets among the training media: " + ", ".join(map(str, record["datasets"])) + ".")
+    stages = record.get("stages") or {}
+    names = {"landmark": "Stage 1 (audio → landmarks)", "generator": "Stage 2 (generator)"}
+    for key, name in names.items():
+        stage = stages.get(key) or {}
+        if stage.get("training"):
+            source = f" ({stage['source']} in the EmoTalk repository)" if stage.get("source") else ""
+            parts.append(f"**{name}**{source}: {stage['training']}")
+    if record.get("weights_terms"):
+        parts.append(f"**Terms of use of the weights**: {record['weights_terms']}")
     if training_data:
         parts.append(training_data.strip())
     if provenance != "untrained":
@@ -213,6 +246,61 @@ def _parameters(module: torch.nn.Module) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.1f} M"
 
 
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def recorded_evaluation(record: Mapping | None) -> str | None:
+    """Markdown for the measured tables of ``provenance.json`` (each with its source and command), or None."""
+    tables = (record or {}).get("evaluation") or []
+    blocks = []
+    for table in tables:
+        columns = [_cell(c) for c in table.get("columns", [])]
+        rows = table.get("rows") or []
+        if not columns or not rows:
+            continue
+        lines = [
+            f"**{table.get('title', 'Evaluation')}** — from {table.get('source', 'the EmoTalk repository')}; "
+            f"command: `{table.get('command', 'n/a')}`",
+            "",
+            "| " + " | ".join(columns) + " |",
+            "|---" + "|---:" * (len(columns) - 1) + "|",
+        ]
+        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+        if table.get("note"):
+            lines += ["", str(table["note"])]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) if blocks else None
+
+
+def _card_license(provenance: str) -> dict:
+    """``license`` metadata: Apache-2.0 for untrained weights (no data involved), ``other`` for trained ones."""
+    if provenance == "untrained":
+        return {"license": CODE_LICENSE}
+    return {"license": "other", "license_name": WEIGHTS_LICENSE_NAME, "license_link": LICENSE_LINK}
+
+
+def _license_text(provenance: str, record: Mapping | None) -> str:
+    if provenance == "untrained":
+        return (
+            "Apache-2.0 for the code and for these untrained weights (no data was used to make them). The license "
+            "grants no rights over the portraits and voices you animate."
+        )
+    terms = (record or {}).get("weights_terms") or (
+        "The weights are subject to the terms of the data they were trained on (see Training data)."
+    )
+    if provenance == "internal-demo" and not record:
+        terms = (
+            "Internal demo weights, trained on media whose terms are non-commercial: for demonstration and "
+            "research only, not for commercial or production use."
+        )
+    return (
+        "- **Code** (the `.py` files of this repo and the EmoTalk project): Apache-2.0.\n"
+        f"- **Weights** (`model.safetensors`): not Apache-2.0. {terms}\n"
+        "- Neither grants rights over the training media, nor over the portraits and voices you animate."
+    )
+
+
 # ----------------------------------------------------------------------------------------------- card
 def build_model_card(
     model,
@@ -224,17 +312,23 @@ def build_model_card(
     untrained_stages: Mapping[str, bool] | None = None,
     base_model: str | Sequence[str] | None = None,
     datasets: Sequence[str] | None = None,
+    revision: str | None = None,
+    record: Mapping | None = None,
 ) -> ModelCard:
-    """The card of ``model`` (an ``EmoTalkModel``) as it will be published under ``repo_id``."""
+    """The card of ``model`` (an ``EmoTalkModel``) as it will be published under ``repo_id`` at ``revision``.
+
+    ``record`` is the checkpoint's ``provenance.json`` (training data, per-stage training, measured figures
+    and limitations); ``revision`` (a tag or commit sha) is pinned in every snippet.
+    """
     untrained = dict(untrained_stages if untrained_stages is not None else detect_untrained_stages(model))
-    provenance = resolve_provenance(provenance, untrained, training_data)
+    provenance = resolve_provenance(provenance, untrained, training_data, record)
     config = model.config
     landmark, generator = config.landmark_config, config.generator_config
     audio = landmark.audio_config
     model_name = repo_id.rsplit("/", 1)[-1]
     data = ModelCardData(
         model_name=model_name,
-        license=LICENSE,
+        **_card_license(provenance),
         library_name="transformers",
         pipeline_tag=PIPELINE_TAG,
         tags=list(TAGS),
@@ -247,6 +341,11 @@ def build_model_card(
             f"Figures from the project's evaluation suite (`emotalk evaluate`, file `{evaluation['source']}`, "
             f'"{evaluation["title"]}"):\n\n{eval_table(evaluation)}'
         )
+    elif recorded_evaluation(record):
+        evaluation_text = (
+            "Measured on these weights by the EmoTalk project's evaluation suite (figures as recorded with the "
+            "checkpoint; the sources are files of the EmoTalk repository):\n\n" + recorded_evaluation(record)
+        )
     else:
         evaluation_text = (
             "**Not evaluated.** No results of the evaluation suite were attached to this export. Run "
@@ -257,6 +356,17 @@ def build_model_card(
         "audio encoder was initialized from it with `conversion/convert_wav2vec2.py`)."
         if base_model
         else "Base model: none. No pretrained weights are part of these weights."
+    )
+    pin = f', revision="{revision}"' if revision else ""
+    revision_note = (
+        f"The snippets pin revision `{revision}` of `{repo_id}` (remote code runs on your machine: pinning makes "
+        "sure it is the code you read)."
+        if revision
+        else "Pin a revision (a tag or commit sha) with `revision=` when loading: the repo's code runs on your machine."
+    )
+    measured = [f"- {item}" for item in (record or {}).get("limitations") or []]
+    measured_text = (
+        ("Measured on these weights:\n\n" + "\n".join(measured) + "\n\nIn general:\n\n") if measured else ""
     )
     body = f"""
 # {model_name}
@@ -276,7 +386,7 @@ pip install "transformers>=5,<6" diffusers torch "mediapipe==0.10.14" librosa so
 ```python
 from transformers import pipeline
 
-pipe = pipeline("{TASK_NAME}", model="{repo_id}", trust_remote_code=True)
+pipe = pipeline("{TASK_NAME}", model="{repo_id}"{pin}, trust_remote_code=True)
 video = pipe("portrait.jpg", "speech.wav", emotion="happy", intensity=0.8, seed=0)
 video.save("talking.mp4")  # H.264 + AAC
 ```
@@ -284,7 +394,7 @@ video.save("talking.mp4")  # H.264 + AAC
 Options: `emotion` (a label, `"auto"`, a blend `{{"happy": 0.7, "surprised": 0.3}}` or a schedule
 `[(0.0, "neutral"), (2.5, "happy")]`), `intensity` in [0, 1], `pose` (`"natural"`, `"still"` or a scale),
 `blink`, `gaze`, `fps` (1–60), `paste_back` (the full photo or the aligned {config.crop_size}² crop), `seed`.
-The model alone: `AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)`.
+The model alone: `AutoModel.from_pretrained("{repo_id}"{pin}, trust_remote_code=True)`. {revision_note}
 
 ## Model details
 
@@ -325,7 +435,7 @@ to this model. Follow the laws on synthetic media that apply to you (e.g. labeli
 
 ## Training data
 
-{training_data_section(provenance, untrained, training_data)}
+{training_data_section(provenance, untrained, training_data, record)}
 
 ## Evaluation
 
@@ -333,7 +443,7 @@ to this model. Follow the laws on synthetic media that apply to you (e.g. labeli
 
 ## Limitations
 
-- One face per video, roughly frontal photos; profile views, occlusions (hands, masks) and extreme
+{measured_text}- One face per video, roughly frontal photos; profile views, occlusions (hands, masks) and extreme
   expressions in the photo degrade the result. Teeth, tongue and the inside of the mouth are not modeled
   explicitly; large head rotations stretch the warp.
 - The emotion labels are MEAD's eight classes; "auto" emotion from the voice is only as good as the training
@@ -345,7 +455,6 @@ to this model. Follow the laws on synthetic media that apply to you (e.g. labeli
 
 ## License
 
-Apache-2.0 for the code and the weights. The license of the weights does not grant rights over the training
-media described above, nor over the portraits and voices you animate.
+{_license_text(provenance, record)}
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")

@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     single.add_argument("--transcript", help="the spoken English text: forced alignment instead of the phone loop")
     generation = parser.add_argument_group("generation", "manifest entries without a 'video' are generated")
     generation.add_argument("--model", help="model folder or Hub id (default: the pipeline's embedded default)")
+    generation.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow running the Python code shipped inside --model (an exported Hub folder); off by default",
+    )
     generation.add_argument("--intensity", type=float, default=1.0, help="emotion intensity (default 1.0)")
     generation.add_argument("--pose", default="natural", choices=["natural", "still"], help="head motion")
     options = parser.add_argument_group("evaluation")
@@ -122,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                 if pipe is None:
                     from .generation import load_pipeline
 
-                    pipe = load_pipeline(args.model)
+                    pipe = load_pipeline(args.model, trust_remote_code=args.trust_remote_code)
                 from .generation import generate_video
 
                 video = generate_video(

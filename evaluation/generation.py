@@ -13,8 +13,12 @@ import numpy as np
 from .video_io import SAMPLING_RATE
 
 
-def load_pipeline(model: str | None = None):
-    """The ``emotional-talking-face`` pipeline (the embedded default model, or ``model``: a folder or Hub id)."""
+def load_pipeline(model: str | None = None, *, trust_remote_code: bool = False):
+    """The ``emotional-talking-face`` pipeline (the embedded default model, or ``model``: a folder or Hub id).
+
+    Code shipped inside ``model`` (an exported Hub folder) runs only with ``trust_remote_code=True``, the
+    user's explicit opt-in (``--trust-remote-code``), as in transformers.
+    """
     try:
         import emotalk_pipeline  # noqa: F401  (registers the task)
         from transformers import pipeline
@@ -24,7 +28,7 @@ def load_pipeline(model: str | None = None):
         ) from error
     if model is None:
         return pipeline("emotional-talking-face")
-    return pipeline("emotional-talking-face", model=model, trust_remote_code=True)
+    return pipeline("emotional-talking-face", model=model, trust_remote_code=trust_remote_code)
 
 
 def generate_video(

@@ -6,7 +6,9 @@ librosa, soundfile, PyAV and transformers are imported lazily, so this module st
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,32 @@ import numpy as np
 
 from .errors import AudioLengthError, AudioReadError, EmoTalkInputError, InvalidAudioError, SilentAudioError
 
-__all__ = ["SAMPLING_RATE", "AudioProcessor", "load_audio"]
+__all__ = ["SAMPLING_RATE", "AudioProcessor", "LoadedAudio", "load_audio", "read_audio"]
 
 SAMPLING_RATE = 16000
 SILENCE_PEAK = 1e-4  # peak amplitude below which audio counts as silent
 SILENCE_RMS_DB = -60.0  # RMS level (dBFS) below which audio counts as silent
 _MAX_CHANNELS = 16
+NOISE_FLATNESS = 0.1
+"""Median spectral flatness (over the louder frames) above which audio is taken for noise, not speech.
+Measured: speech 0.0007-0.007 (the bundled demo 0.003, 17 talking-head demo clips), white noise 0.56,
+pink-ish noise 0.30, a pure tone ~0."""
+_DECODE_MARGIN_SECONDS = 1.0  # decoding stops this far past the duration limit (a header may lie)
+
+
+@dataclass
+class LoadedAudio:
+    """Decoded speech: the model's input and the recording as it was given.
+
+    Attributes:
+        samples: ``(N,)`` float32 mono at 16 kHz (the model's input).
+        original: ``(M,)`` or ``(M, C)`` float32 at ``original_sampling_rate`` (for the video's sound track).
+        original_sampling_rate: the rate of ``original`` in Hz.
+    """
+
+    samples: np.ndarray
+    original: np.ndarray
+    original_sampling_rate: int
 
 
 def _describe(value: Any) -> str:
@@ -31,8 +53,9 @@ def _describe(value: Any) -> str:
 def _check_duration(seconds: float, min_seconds: float, max_seconds: float | None, what: str) -> None:
     if max_seconds is not None and seconds > max_seconds:
         raise AudioLengthError(
-            f"{what} is too long ({seconds:.1f} s): the limit is {max_seconds:g} s; trim it or raise the limit "
-            "with max_seconds=... (None disables it)"
+            f"{what} is too long ({seconds:.1f} s): the limit is {max_seconds:g} s; audio longer than the limit of "
+            f"{max_seconds:g} s is refused: trim it or raise the limit with max_seconds=... (max_audio_seconds=... "
+            "in the pipeline; None disables it)"
         )
     if seconds < min_seconds:
         raise AudioLengthError(f"{what} is too short ({seconds:.3f} s): expected at least {min_seconds:g} s of speech")
@@ -55,14 +78,23 @@ def _check_rate(sampling_rate: Any) -> int:
 # ----------------------------------------------------------------------------------------------- decoding
 
 
+def _decode_limit(max_seconds: float | None, rate: int) -> int | None:
+    """The most frames worth decoding: the limit plus a margin (None: no limit)."""
+    return None if max_seconds is None else int((max_seconds + _DECODE_MARGIN_SECONDS) * rate)
+
+
 def _decode_file(source: str | io.BytesIO, name: str, min_seconds: float, max_seconds: float | None):
-    """Decode a file (path or in-memory bytes) -> (mono float32 at the file's or 16 kHz rate, rate)."""
+    """Decode a file (path or in-memory bytes) -> (mono float32, its rate, original (M,) / (M, C), its rate).
+
+    The duration is checked from the container's metadata before decoding, and decoding stops past the
+    limit (plus a margin) whatever the metadata says, so a long or lying file cannot exhaust memory.
+    """
     import soundfile as sf
 
     # 1. libsndfile (wav, flac, ogg/vorbis/opus, mp3, aiff, ...): the duration is known before decoding.
     try:
         info = sf.info(source)
-    except Exception:
+    except Exception:  # any libsndfile refusal means "try FFmpeg", which reports the error
         info = None
     finally:
         if isinstance(source, io.BytesIO):
@@ -70,15 +102,21 @@ def _decode_file(source: str | io.BytesIO, name: str, min_seconds: float, max_se
     if info is not None and info.frames > 0 and info.samplerate > 0:
         _check_duration(info.frames / info.samplerate, min_seconds, max_seconds, f"the audio in {name}")
     if info is not None:
+        _warn_if_truncated_wav(source, name)
         try:
-            data, rate = sf.read(source, dtype="float32", always_2d=True)
-            return data.mean(axis=1, dtype=np.float32), int(rate)
-        except Exception:
+            data, rate = _read_bounded(source, max_seconds)
+        except EmoTalkInputError:
+            raise
+        except Exception:  # e.g. an mp3 flavour libsndfile cannot decode: FFmpeg next
             if isinstance(source, io.BytesIO):
                 source.seek(0)
+        else:
+            original = np.ascontiguousarray(data[:, 0]) if data.shape[1] == 1 else data
+            return data.mean(axis=1, dtype=np.float32), int(rate), original, int(rate)
     # 2. FFmpeg through PyAV (m4a/aac, mp4/webm/mkv audio tracks, and whatever libsndfile refuses).
     try:
-        return _decode_av(source, name, min_seconds, max_seconds), SAMPLING_RATE
+        mono, original, rate = _decode_av(source, name, min_seconds, max_seconds)
+        return mono, SAMPLING_RATE, original, rate
     except EmoTalkInputError:
         raise
     except Exception as err:
@@ -88,8 +126,53 @@ def _decode_file(source: str | io.BytesIO, name: str, min_seconds: float, max_se
         ) from err
 
 
-def _decode_av(source: str | io.BytesIO, name: str, min_seconds: float, max_seconds: float | None) -> np.ndarray:
-    """Decode the first audio stream with PyAV, resampled to 16 kHz mono float32 by libswresample."""
+def _read_bounded(source: str | io.BytesIO, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """libsndfile decode of at most the limit + margin: ``(frames, channels)`` float32 and the rate."""
+    import soundfile as sf
+
+    with sf.SoundFile(source) as f:
+        limit = _decode_limit(max_seconds, f.samplerate)
+        data = f.read(frames=-1 if limit is None else limit + 1, dtype="float32", always_2d=True)
+        rate = f.samplerate
+    if limit is not None and len(data) > limit:
+        raise AudioLengthError(
+            f"the audio is too long (more than {len(data) / rate:.1f} s, whatever its header says): the limit is "
+            f"{max_seconds:g} s; audio longer than the limit of {max_seconds:g} s is refused"
+        )
+    return data, rate
+
+
+def _warn_if_truncated_wav(source: str | io.BytesIO, name: str) -> None:
+    """Warn when a RIFF/WAVE file holds less audio data than its header declares (a cut-off download or copy)."""
+    if isinstance(source, io.BytesIO):
+        head, total = source.getbuffer()[: 1 << 16].tobytes(), source.getbuffer().nbytes
+    else:
+        with open(source, "rb") as f:
+            head = f.read(1 << 16)
+            total = f.seek(0, io.SEEK_END)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    offset = 12
+    while offset + 8 <= len(head):
+        chunk, size = head[offset : offset + 4], struct.unpack("<I", head[offset + 4 : offset + 8])[0]
+        if chunk == b"data":
+            available = total - offset - 8
+            if size not in (0, 0xFFFFFFFF) and available < size:  # 0 / 0xFFFFFFFF: a streamed, unsized WAV
+                warnings.warn(
+                    f"{name} is truncated: its WAV header declares {size} bytes of audio data but the file holds "
+                    f"only {max(available, 0)} ({100 * max(available, 0) / size:.0f}%); the missing end is ignored",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            return
+        offset += 8 + size + (size & 1)
+
+
+def _decode_av(
+    source: str | io.BytesIO, name: str, min_seconds: float, max_seconds: float | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Decode the first audio stream with PyAV: 16 kHz mono float32 (libswresample) for the model, and the
+    original channels at the original rate (float32 ``(M,)`` or ``(M, C)``), and that rate."""
     import av
 
     with av.open(source, mode="r") as container:
@@ -99,26 +182,37 @@ def _decode_av(source: str | io.BytesIO, name: str, min_seconds: float, max_seco
         if container.duration is not None:
             _check_duration(container.duration / av.time_base, 0.0, max_seconds, f"the audio in {name}")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLING_RATE)
-        chunks = []
-        limit = None if max_seconds is None else int((max_seconds + 1) * SAMPLING_RATE)
+        channels = stream.codec_context.channels or 1
+        native_rate = stream.codec_context.sample_rate or SAMPLING_RATE
+        keeper = av.AudioResampler(format="flt", layout=stream.codec_context.layout.name, rate=native_rate)
+        chunks, originals = [], []
+        limit = _decode_limit(max_seconds, SAMPLING_RATE)
         total = 0
         for frame in container.decode(stream):
             for out in resampler.resample(frame):
                 chunk = out.to_ndarray().reshape(-1)
                 chunks.append(chunk)
                 total += len(chunk)
+            originals.extend(out.to_ndarray().reshape(-1, channels) for out in keeper.resample(frame))
             if limit is not None and total > limit:
                 break
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
+        originals.extend(out.to_ndarray().reshape(-1, channels) for out in keeper.resample(None))
         # MP4/M4A: the edit list gives the exact duration; the decoder leaves the last AAC frame's padding.
-        exact = None
+        exact = exact_original = None
         if container.duration is not None and "mp4" in (container.format.name or ""):
             exact = round(container.duration / av.time_base * SAMPLING_RATE)
+            exact_original = round(container.duration / av.time_base * native_rate)
     if not chunks:
-        return np.zeros(0, dtype=np.float32)
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32), native_rate
     samples = np.concatenate(chunks).astype(np.float32, copy=False)
-    return samples[:exact] if exact else samples
+    if not originals:  # the original-rate resampler produced nothing: keep the model's input
+        return (samples[:exact] if exact else samples), samples, SAMPLING_RATE
+    original = np.concatenate(originals).astype(np.float32, copy=False)
+    original = original[:exact_original] if exact_original else original
+    original = np.ascontiguousarray(original[:, 0]) if original.shape[1] == 1 else original
+    return (samples[:exact] if exact else samples), original, native_rate
 
 
 def _to_float(array: np.ndarray, original: Any) -> np.ndarray:
@@ -196,6 +290,37 @@ def _array_from(audio: Any) -> np.ndarray:
     )
 
 
+def _channels_last(array: np.ndarray) -> np.ndarray:
+    """A valid audio array (see :func:`_downmix`) as ``(M,)`` mono or ``(M, C)`` channels-last float32."""
+    while array.ndim > 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 2 and 1 in array.shape:
+        array = array.reshape(-1)
+    elif array.ndim == 2 and int(np.argmin(array.shape)) == 0:
+        array = array.T
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _warn_if_noise(samples: np.ndarray, name: str) -> None:
+    """Warn when the audio sounds like noise, not speech (median spectral flatness of its louder frames)."""
+    import librosa
+
+    segment = samples[: 30 * SAMPLING_RATE]  # the first 30 s tell speech from noise
+    flatness = librosa.feature.spectral_flatness(y=segment, n_fft=512, hop_length=256)[0]
+    rms = librosa.feature.rms(y=segment, frame_length=512, hop_length=256)[0]
+    active = rms > 0.1 * rms.max()
+    if not active.any():
+        return
+    median = float(np.median(flatness[active]))
+    if median > NOISE_FLATNESS:
+        warnings.warn(
+            f"{name} sounds like noise, not speech (spectral flatness {median:.2f}; speech is below "
+            f"{NOISE_FLATNESS:g}): the mouth will not follow any words. Check that this is the right recording",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def load_audio(
     audio: Any,
     sampling_rate: int | None = None,
@@ -203,7 +328,7 @@ def load_audio(
     max_seconds: float | None = 600.0,
     min_seconds: float = 0.1,
 ) -> np.ndarray:
-    """Read speech as mono float32 at 16 kHz.
+    """Read speech as mono float32 at 16 kHz (:func:`read_audio` without the original recording).
 
     Args:
         audio: a path or raw file bytes (wav, flac, ogg, mp3, m4a, a video's audio track...); a numpy array or
@@ -216,13 +341,29 @@ def load_audio(
     Raises:
         AudioReadError, InvalidAudioError, AudioLengthError, SilentAudioError (all ``EmoTalkInputError``).
     """
+    return read_audio(audio, sampling_rate, max_seconds=max_seconds, min_seconds=min_seconds).samples
+
+
+def read_audio(
+    audio: Any,
+    sampling_rate: int | None = None,
+    *,
+    max_seconds: float | None = 600.0,
+    min_seconds: float = 0.1,
+) -> LoadedAudio:
+    """Read speech: the 16 kHz mono model input and the original recording (rate and channels kept).
+
+    Arguments and errors as in :func:`load_audio`. Files are checked against ``max_seconds`` from their
+    metadata before decoding, and decoding stops past the limit whatever the metadata says. Warns
+    (``UserWarning``) when a WAV file is shorter than its header declares or when the audio sounds like noise.
+    """
     name = "the audio"
     from_file = False
     if isinstance(audio, dict):
         key = "array" if "array" in audio else "raw" if "raw" in audio else None
         if key is None:
             if "path" in audio and audio["path"] is not None:
-                return load_audio(audio["path"], max_seconds=max_seconds, min_seconds=min_seconds)
+                return read_audio(audio["path"], max_seconds=max_seconds, min_seconds=min_seconds)
             raise InvalidAudioError(
                 f"cannot read audio from a dict with keys {sorted(map(str, audio))}: expected "
                 "{'array': ..., 'sampling_rate': ...} (or 'raw' instead of 'array')"
@@ -256,7 +397,7 @@ def load_audio(
             if len(audio) == 0:
                 raise AudioReadError("cannot read audio from empty bytes: expected the contents of an audio file")
             source = io.BytesIO(bytes(audio))
-        samples, rate = _decode_file(source, name, min_seconds, max_seconds)
+        samples, rate, original, original_rate = _decode_file(source, name, min_seconds, max_seconds)
         from_file = True
         if not np.isfinite(samples).all():
             raise InvalidAudioError(f"{name} decodes to NaN or infinite samples: expected finite audio")
@@ -267,14 +408,16 @@ def load_audio(
                 f"got {_describe(array)} without a sampling rate: pass load_audio(array, sampling_rate=...) "
                 "(or a {'array': ..., 'sampling_rate': ...} dict)"
             )
-        rate = _check_rate(sampling_rate)
-        samples = _downmix(_to_float(array, array), array)
+        rate = original_rate = _check_rate(sampling_rate)
+        floats = _to_float(array, array)
+        samples = _downmix(floats, array)
+        original = _channels_last(floats)
     if samples.size == 0:
         raise AudioLengthError(f"{name} is empty (0 samples): expected at least {min_seconds:g} s of speech")
     _check_duration(samples.size / rate, min_seconds, max_seconds, name)
     peak = float(np.abs(samples).max())
     if peak > 1.0 + 1e-3 and from_file:  # lossy decoders overshoot on loud masters: rescale quietly
-        samples = samples / peak
+        samples, original = samples / peak, original / peak
         peak = 1.0
     elif peak > 1.0 + 1e-3:
         warnings.warn(
@@ -283,7 +426,7 @@ def load_audio(
             UserWarning,
             stacklevel=2,
         )
-        samples = samples / peak
+        samples, original = samples / peak, original / peak
         peak = 1.0
     rms_db = 20.0 * np.log10(max(float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))), 1e-12))
     if peak < SILENCE_PEAK or rms_db < SILENCE_RMS_DB:
@@ -299,7 +442,9 @@ def load_audio(
         except Exception as err:  # pragma: no cover - defensive
             raise InvalidAudioError(f"cannot resample {name} from {rate} Hz to {SAMPLING_RATE} Hz: {err}") from err
         samples = np.clip(samples, -1.0, 1.0)  # the band-limited resampler overshoots steps (Gibbs)
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    _warn_if_noise(samples, name)
+    return LoadedAudio(samples, np.ascontiguousarray(original, dtype=np.float32), int(original_rate))
 
 
 class AudioProcessor:

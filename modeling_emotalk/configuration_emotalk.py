@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from transformers import PreTrainedConfig, Wav2Vec2Config
+import difflib
+from dataclasses import fields
+from typing import Any
+
+from transformers import GenerationConfig, PreTrainedConfig, Wav2Vec2Config
 from transformers.configuration_utils import SubConfigSpec
 
 EMOTIONS: tuple[str, ...] = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
@@ -31,7 +35,45 @@ DEFAULT_AUDIO_ENCODER = {
 }
 
 
-class EmoTalkLandmarkConfig(PreTrainedConfig):
+FAT_NORM_GROUPS = 32
+"""GroupNorm groups inside the generator's FAT blocks (diffusers' SpatialNorm): their channels must divide by it."""
+
+# Keys that PreTrainedConfig takes (or drops) from config.json besides its dataclass fields.
+_PRETRAINED_KEYS = frozenset(
+    {
+        "model_type", "auto_map", "custom_pipelines", "torch_dtype", "name_or_path", "output_attentions",
+        "attn_implementation", "experts_implementation", "per_layer_config", "num_labels", "rope_scaling",
+        "rope_theta", "use_cache", "tie_word_embeddings", "pruned_heads", "tokenizer_class", "prefix",
+        "task_specific_params", "finetuning_task",
+    }
+)  # fmt: skip
+
+
+class _StrictConfig(PreTrainedConfig):
+    """Refuses misspelt keywords at construction (PreTrainedConfig would store them as attributes)."""
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        known = {f.name for f in fields(self)}
+        unknown = [
+            key
+            for key in kwargs
+            if not key.startswith("_")
+            and key not in _PRETRAINED_KEYS
+            and key not in GenerationConfig._get_default_generation_params()
+            and not hasattr(type(self), key)
+        ]
+        if unknown:
+            hints = {key: difflib.get_close_matches(key, known, n=1) for key in unknown}
+            said = ", ".join(
+                f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") for key, hint in hints.items()
+            )
+            raise TypeError(
+                f"{type(self).__name__} got unknown argument(s) {said}; its fields are {', '.join(sorted(known))}"
+            )
+        super().__post_init__(**kwargs)
+
+
+class EmoTalkLandmarkConfig(_StrictConfig):
     r"""Stage 1: audio → emotional 3D facial landmarks.
 
     Args:
@@ -82,12 +124,13 @@ class EmoTalkLandmarkConfig(PreTrainedConfig):
         return len(self.emotion_labels)
 
 
-class EmoTalkGeneratorConfig(PreTrainedConfig):
+class EmoTalkGeneratorConfig(_StrictConfig):
     r"""Stage 2: reference image(s) + driving landmarks → frames (the FAT generator).
 
     Args:
         image_size (`int`): side of the square face crop the generator renders.
-        block_out_channels (`tuple[int]`): image-encoder channels at 1/2, 1/4 and 1/8 of `image_size`.
+        block_out_channels (`tuple[int]`): image-encoder channels at 1/2, 1/4 and 1/8 of `image_size`: exactly
+            three, each a multiple of `norm_num_groups`; the last two also of 32 (the FAT blocks' GroupNorm).
         landmark_channels (`int`): channels of the landmark-encoder features that modulate FAT blocks.
         heatmap_size (`int`): side of the rasterized landmark heat maps.
         heatmap_sigma (`float`): Gaussian radius of a rasterized landmark, in normalized crop units.
@@ -117,8 +160,26 @@ class EmoTalkGeneratorConfig(PreTrainedConfig):
     norm_num_groups: int = 8
     num_landmarks: int = 478
 
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        channels = self.block_out_channels
+        if (
+            not isinstance(channels, (tuple, list))
+            or len(channels) != 3
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels)
+        ):
+            raise ValueError(
+                f"block_out_channels must be three positive integers (1/2, 1/4, 1/8 resolution), got {channels!r}"
+            )
+        groups = self.norm_num_groups
+        if any(c % groups for c in channels) or any(c % FAT_NORM_GROUPS for c in channels[1:]):
+            raise ValueError(
+                f"block_out_channels {tuple(channels)} must be multiples of norm_num_groups={groups}, and the last "
+                f"two multiples of {FAT_NORM_GROUPS} (the FAT blocks' GroupNorm)"
+            )
 
-class EmoTalkConfig(PreTrainedConfig):
+
+class EmoTalkConfig(_StrictConfig):
     r"""The composite model: stage 1 and stage 2 in one config.json and one safetensors file.
 
     Args:
@@ -143,4 +204,4 @@ class EmoTalkConfig(PreTrainedConfig):
     max_audio_seconds: float = 600.0
 
 
-__all__ = ["EMOTIONS", "EmoTalkConfig", "EmoTalkGeneratorConfig", "EmoTalkLandmarkConfig"]
+__all__ = ["EMOTIONS", "FAT_NORM_GROUPS", "EmoTalkConfig", "EmoTalkGeneratorConfig", "EmoTalkLandmarkConfig"]

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from .errors import EmoTalkInputError, FaceTooSmallError, ImageReadError, ImageSizeError, NoFaceError
 from .landmarks import FACE_OVAL, LEFT_EYE_CORNERS, MOUTH_CORNERS, NUM_LANDMARKS, RIGHT_EYE_CORNERS
 
-__all__ = ["FaceCrop", "FaceProcessor"]
+__all__ = ["MAX_IMAGE_PIXELS", "FaceCrop", "FaceProcessor", "read_image_file"]
 
 # Template positions in the crop, as fractions of its size: eye centres (subject's right eye on the image left),
 # mouth centre. The eye distance is 0.25 S and the eye-mouth distance 1.1 eye distances (the median of real faces),
@@ -29,6 +29,9 @@ __all__ = ["FaceCrop", "FaceProcessor"]
 TEMPLATE = np.array([[0.375, 0.40], [0.625, 0.40], [0.5, 0.675]])
 
 _MIN_SIDE = 32
+# Photos with more pixels are refused before decoding (read from the file header): 50 MP is a 8660² photo, more
+# than any camera portrait needs, and decoding it takes 150 MB as RGB.
+MAX_IMAGE_PIXELS = 50_000_000
 _DETECT_LONG_SIDE = 640  # size of the downscaled retry copy
 
 
@@ -235,6 +238,12 @@ def _to_unit_range(array: np.ndarray, original: np.ndarray) -> np.ndarray:
 
 
 def _check_size(height: int, width: int, max_size: int | None) -> None:
+    if height * width > MAX_IMAGE_PIXELS:
+        raise ImageSizeError(
+            f"the image is too large ({height}x{width} pixels, HxW, {height * width / 1e6:.0f} MP): expected at "
+            f"most {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; downscale it first (a portrait needs no more than about "
+            "2000 pixels on its longer side)"
+        )
     if min(height, width) < _MIN_SIDE:
         raise ImageSizeError(
             f"the image is too small ({height}x{width} pixels, HxW): expected at least {_MIN_SIDE} pixels on each "
@@ -245,6 +254,50 @@ def _check_size(height: int, width: int, max_size: int | None) -> None:
             f"the image is too large ({height}x{width} pixels, HxW): expected at most {max_size} pixels on each "
             "side; downscale it first or raise FaceProcessor(max_image_size=...)"
         )
+
+
+def read_image_file(
+    source: str | Path | bytes | bytearray | memoryview,
+    *,
+    max_side: int | None = None,
+    max_image_size: int | None = 8192,
+) -> np.ndarray:
+    """Read an image file (path or encoded bytes) as RGB uint8, checking its size before decoding it.
+
+    The size comes from the file header: images over :data:`MAX_IMAGE_PIXELS`, or with a side over
+    ``max_image_size``, are refused without being decoded. With ``max_side``, larger images are decoded
+    reduced (JPEG's DCT scaling via PIL's draft mode, ``reduce`` for other formats) and resized so that their
+    longer side is ``max_side``. Raises :class:`ImageReadError` (missing, truncated, not an image) or
+    :class:`ImageSizeError`, whose messages name the file.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        name = str(path)
+        if not path.is_file():
+            raise ImageReadError(f"image file not found: {name!r} (expected an existing image file)")
+        opener: Any = path
+    else:
+        name = f"<{len(source)} bytes>"
+        opener = io.BytesIO(bytes(source))
+    try:
+        with Image.open(opener) as img:
+            width, height = img.size
+            _check_size(height, width, max_image_size)
+            if max_side is not None and max(width, height) > max_side:
+                img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
+            img.load()
+            return _pil_to_array(img)
+    except EmoTalkInputError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageSizeError(
+            f"the image in {name} is too large ({err}): expected at most {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
+        ) from err
+    except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        raise ImageReadError(
+            f"cannot read an image from {name}: {type(err).__name__}: {err}. Expected a readable image file "
+            "(JPEG, PNG, WebP, ...)"
+        ) from err
 
 
 # ----------------------------------------------------------------------------------------------- processor
@@ -352,32 +405,7 @@ class FaceProcessor:
         return tensor.numpy()
 
     def _read_file(self, source: str | Path | bytes | bytearray | memoryview) -> np.ndarray:
-        if isinstance(source, (str, Path)):
-            path = Path(source)
-            name = str(path)
-            if not path.is_file():
-                raise ImageReadError(f"image file not found: {name!r} (expected an existing image file)")
-            opener: Any = path
-        else:
-            name = f"<{len(source)} bytes>"
-            opener = io.BytesIO(bytes(source))
-        try:
-            with Image.open(opener) as img:
-                width, height = img.size
-                _check_size(height, width, self.max_image_size)
-                img.load()
-                return self.load_image(_pil_to_array(img))
-        except EmoTalkInputError:
-            raise
-        except Image.DecompressionBombError as err:
-            raise ImageSizeError(
-                f"the image in {name} is too large ({err}): expected at most {self.max_image_size} pixels on each side"
-            ) from err
-        except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-            raise ImageReadError(
-                f"cannot read an image from {name}: {type(err).__name__}: {err}. Expected a readable image file "
-                "(JPEG, PNG, WebP, ...)"
-            ) from err
+        return self.load_image(read_image_file(source, max_image_size=self.max_image_size))
 
     # -- detection
     def _models(self) -> dict[str, Any]:

@@ -28,6 +28,17 @@ AUDIO_HOP = 320  # wav2vec2 feature stride in samples (50 Hz)
 AUDIO_RECEPTIVE_FIELD = 400
 MASK_VALUE = -1e4  # finite, so fully masked rows never produce NaN (and fp16-safe)
 
+# Heads: head pose is yaw, pitch, roll (radians), tx, ty (eye distances), log-scale; gaze is horizontal and
+# vertical angles; blink is right / left eyelid closure.
+POSE_DIM = 6
+GAZE_DIM = 2
+BLINK_DIM = 2
+MAX_GAZE_RADIANS = 0.5  # gaze = MAX_GAZE_RADIANS * tanh(head output)
+BLINK_LOGIT_OFFSET = -4.0  # blink = sigmoid(head output + offset): eyes open (closure 0.018) at initialization
+HEAD_INIT_STD = 1e-3  # motion heads start near zero: an untrained stage 1 keeps the reference face still
+POSITIONAL_SCALE = 0.1  # sinusoidal frame-time encoding, added to the queries at this scale
+POSITIONAL_DECADES = 4  # its angular frequencies span 1 to 10^-4 rad/s
+
 
 def num_video_frames(num_samples: int | torch.Tensor, fps: float) -> int | torch.Tensor:
     """``ceil(samples / 16000 * fps)``: the number of video frames that cover the audio."""
@@ -93,7 +104,7 @@ def resample_to_frames(features: torch.Tensor, frame_times: torch.Tensor, length
     position = torch.minimum(position.clamp_min(0)[None], last)  # (B, T)
     lower = position.floor().long()
     upper = torch.minimum(lower + 1, last.long())
-    weight = (position - lower.to(position.dtype)).unsqueeze(-1)
+    weight = (position - lower.to(position.dtype)).unsqueeze(-1).to(features.dtype)
     gather = lambda index: features.gather(1, index.unsqueeze(-1).expand(-1, -1, features.shape[-1]))  # noqa: E731
     return gather(lower) * (1 - weight) + gather(upper) * weight
 
@@ -107,7 +118,7 @@ class EmoTalkLandmarkPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if getattr(module, "_small_init", False):
-            init.normal_(module.weight, mean=0.0, std=1e-3)
+            init.normal_(module.weight, mean=0.0, std=HEAD_INIT_STD)
             init.zeros_(module.bias)
         if isinstance(module, EmoTalkLandmarkModel):
             init.normal_(module.expression_basis, mean=0.0, std=0.02)
@@ -154,9 +165,9 @@ class EmoTalkLandmarkModel(EmoTalkLandmarkPreTrainedModel):
         self.expression_coefficients = nn.Linear(hidden, config.expression_basis_size)
         self.emotion_coefficients = nn.Linear(hidden, config.expression_basis_size)
         self.expression_basis = nn.Parameter(torch.zeros(config.expression_basis_size, config.num_landmarks * 3))
-        self.pose_head = nn.Linear(hidden, 6)
-        self.gaze_head = nn.Linear(hidden, 2)
-        self.blink_head = nn.Linear(hidden, 2)
+        self.pose_head = nn.Linear(hidden, POSE_DIM)
+        self.gaze_head = nn.Linear(hidden, GAZE_DIM)
+        self.blink_head = nn.Linear(hidden, BLINK_DIM)
         for head in (self.expression_coefficients, self.emotion_coefficients, self.pose_head, self.gaze_head):
             head._small_init = True
         self.post_init()
@@ -258,18 +269,21 @@ class EmoTalkLandmarkModel(EmoTalkLandmarkPreTrainedModel):
         emotion_condition = weights @ self.emotion_embeddings  # (B, T, H)
 
         memory = self.audio_projection(features)  # (B, S, H)
-        frame_times = (torch.arange(num_frames, device=memory.device, dtype=memory.dtype) + 0.5) / fps
+        # Times, positions and attention biases in at least float32: bf16 cannot tell 10.00 s from 10.05 s.
+        time_dtype = torch.promote_types(memory.dtype, torch.float32)
+        frame_times = (torch.arange(num_frames, device=memory.device, dtype=time_dtype) + 0.5) / fps
         audio_times = (
-            torch.arange(memory.shape[1], device=memory.device, dtype=memory.dtype) * AUDIO_HOP
+            torch.arange(memory.shape[1], device=memory.device, dtype=time_dtype) * AUDIO_HOP
             + AUDIO_RECEPTIVE_FIELD / 2
         ) / SAMPLING_RATE
         queries = resample_to_frames(memory, frame_times, audio_mask.sum(1))
         hidden = self.config.hidden_size
-        position = frame_times[:, None] * (
-            10.0 ** (-4 * torch.arange(hidden // 2, device=memory.device, dtype=memory.dtype) / (hidden // 2))
+        frequencies = 10.0 ** (
+            -POSITIONAL_DECADES * torch.arange(hidden // 2, device=memory.device, dtype=time_dtype) / (hidden // 2)
         )
-        positional = torch.cat([position.sin(), position.cos()], dim=-1) * 0.1
-        queries = queries + positional + emotion_condition
+        position = frame_times[:, None] * frequencies
+        positional = torch.cat([position.sin(), position.cos()], dim=-1) * POSITIONAL_SCALE
+        queries = queries + positional.to(memory.dtype) + emotion_condition
         if reference_landmarks is not None:
             queries = queries + self.identity_encoder(reference_landmarks.flatten(1)).unsqueeze(1)
 
@@ -281,16 +295,16 @@ class EmoTalkLandmarkModel(EmoTalkLandmarkPreTrainedModel):
         decoded = self.decoder(
             queries,
             memory,
-            tgt_mask=self_bias.flatten(0, 1),
-            memory_mask=cross_bias.flatten(0, 1),
+            tgt_mask=self_bias.flatten(0, 1).to(memory.dtype),
+            memory_mask=cross_bias.flatten(0, 1).to(memory.dtype),
         )
         decoded = self.final_norm(decoded)
 
         coefficients = self.expression_coefficients(decoded) + self.emotion_coefficients(emotion_condition)
         expression = (coefficients @ self.expression_basis).unflatten(-1, (self.config.num_landmarks, 3))
         head_pose = self.pose_head(decoded)
-        gaze = 0.5 * torch.tanh(self.gaze_head(decoded))
-        blink = torch.sigmoid(self.blink_head(decoded) - 4.0)
+        gaze = MAX_GAZE_RADIANS * torch.tanh(self.gaze_head(decoded))
+        blink = torch.sigmoid(self.blink_head(decoded) + BLINK_LOGIT_OFFSET)
 
         landmarks = None
         if reference_frame is not None:

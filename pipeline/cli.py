@@ -1,17 +1,38 @@
-"""The ``emotalk`` command line: generate, demo, batch manifests, evaluation and data preparation."""
+"""The ``generate`` and ``demo`` commands of ``emotalk`` (the umbrella CLI is ``emotalk_cli``).
+
+``python -m emotalk_pipeline.cli generate ...`` runs them without the umbrella (e.g. under
+``accelerate launch``). Arguments, files and the device are validated before the model is loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from modeling_emotalk.errors import EmoTalkInputError
 
 DEMO_TEXT = "Hello! I am EmoTalk. Give me one photo and a voice, and I will bring the face to life."
+DTYPES = ("float32", "bfloat16", "float16")
+# native log lines that mediapipe / TFLite print on every run, to stderr, whatever the log level
+NATIVE_NOISE = re.compile(
+    r"INFO: Created TensorFlow Lite XNNPACK delegate"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|W0000 .*inference_feedback_manager\.cc"
+)
+OUTPUT_POLICY = (
+    "Existing outputs: a single --output that exists is refused unless --overwrite (then it is replaced "
+    "atomically); in batch mode a row whose output exists is skipped (re-running finishes a batch) unless "
+    "--overwrite. An output may never be one of the inputs."
+)
 
 
 def _pose(value: str) -> str | float:
@@ -23,8 +44,16 @@ def _pose(value: str) -> str | float:
         raise argparse.ArgumentTypeError(f"pose must be 'natural', 'still' or a number, got {value!r}") from err
 
 
-def _add_generation_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="a save_pretrained folder (default: the embedded model)")
+def add_generation_options(parser: argparse.ArgumentParser) -> None:
+    """The options shared by ``generate`` and ``demo``."""
+    parser.add_argument(
+        "--model", default=None, help="a save_pretrained folder or Hub id (default: the embedded model)"
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow running the Python code shipped inside --model (an exported Hub folder); off by default",
+    )
     parser.add_argument(
         "--emotion",
         default="neutral",
@@ -41,8 +70,34 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-index", type=int, default=None, help="which face when the photo has several")
     parser.add_argument("--max-audio-seconds", type=float, default=None, help="refuse longer audio (default 600)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cpu)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="model weights dtype (default float32)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (see above)")
 
 
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``generate`` command's options (on the umbrella's sub-parser or a stand-alone parser)."""
+    parser.description = "Portrait + speech -> MP4, or a manifest of such jobs. " + OUTPUT_POLICY
+    parser.add_argument("--image", help="portrait photo")
+    parser.add_argument("--audio", help="speech (wav, mp3, flac, ogg, m4a)")
+    parser.add_argument("--output", help="output .mp4 (refused if it exists, unless --overwrite)")
+    parser.add_argument(
+        "--manifest",
+        help="a .csv/.jsonl of jobs: image,audio,emotion,intensity,output (outputs relative to --output-dir)",
+    )
+    parser.add_argument("--output-dir", help="folder for the manifest's videos (created if missing)")
+    add_generation_options(parser)
+    parser.set_defaults(func=cmd_generate)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``demo`` command's options."""
+    parser.description = "Render the bundled example (public-domain portrait, generated speech). " + OUTPUT_POLICY
+    parser.add_argument("--output", default="emotalk_demo.mp4", help="output .mp4 (default emotalk_demo.mp4)")
+    add_generation_options(parser)
+    parser.set_defaults(func=cmd_demo, emotion="happy", intensity=0.8)
+
+
+# ------------------------------------------------------------------------------------------------ validation
 def _call_kwargs(args: argparse.Namespace) -> dict:
     from .emotion import parse_emotion_string
 
@@ -61,107 +116,267 @@ def _call_kwargs(args: argparse.Namespace) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+def _emotion_labels(model: str | None) -> tuple[str, ...] | None:
+    """The model's emotion classes, read from a local config.json (None for a Hub id: checked after loading)."""
+    from modeling_emotalk.configuration_emotalk import EMOTIONS
+
+    from . import DEFAULT_CHECKPOINT
+
+    config = Path(model or DEFAULT_CHECKPOINT) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        landmark = json.loads(config.read_text()).get("landmark_config") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return None  # check_model reports a broken config
+    return tuple(landmark.get("emotion_labels") or EMOTIONS)
+
+
+def check_emotion(args: argparse.Namespace) -> None:
+    """Refuse an unknown emotion or a malformed blend/schedule before loading the model."""
+    from .emotion import parse_emotion_string, validate_emotion
+
+    labels = _emotion_labels(args.model)
+    if labels is not None:
+        validate_emotion(parse_emotion_string(args.emotion), labels)
+
+
+def _check_input_file(path: str, what: str) -> None:
+    if not Path(path).is_file():
+        raise EmoTalkInputError(f"the {what} {path!r} does not exist or is not a file")
+
+
+def needs_remote_code(model: str) -> bool:
+    """Whether a local model folder declares its own pipeline code (an exported Hub folder)."""
+    from . import TASK
+
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        custom = json.loads(config.read_text()).get("custom_pipelines") or {}
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise EmoTalkInputError(f"--model {model!r}: config.json is not a valid JSON object ({err})") from err
+    return TASK in custom
+
+
+def check_model(model: str | None, trust_remote_code: bool) -> None:
+    """Refuse a missing local model folder, or one that ships code when remote code was not allowed."""
+    if model is None:
+        return
+    path = Path(model).expanduser()
+    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1  # a Hub id is org/name
+    if looks_local and not path.is_dir():
+        raise EmoTalkInputError(f"--model {model!r} does not exist (expected a save_pretrained folder or a Hub id)")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise EmoTalkInputError(f"--model {model!r} is not a save_pretrained folder: it has no config.json")
+    if path.is_dir() and not trust_remote_code and needs_remote_code(str(path)):
+        raise EmoTalkInputError(
+            f"--model {model!r} ships its own pipeline code (an exported Hub folder): read that code, then pass "
+            "--trust-remote-code to run it"
+        )
+
+
+def check_device(name: str | None) -> str | None:
+    """Refuse an unknown device or one this machine does not have, before loading anything."""
+    if name is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise EmoTalkInputError(
+            f"--device {name!r} is not a torch device (expected cpu, cuda, cuda:N or mps)"
+        ) from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EmoTalkInputError(f"--device {name!r}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise EmoTalkInputError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise EmoTalkInputError(f"--device {name!r}: MPS is not available on this machine (use --device cpu)")
+    return name
+
+
 def _load_pipeline(args: argparse.Namespace):
+    """The pipeline for ``--model`` (validated), on ``--device`` with ``--dtype``."""
+    import torch
     from transformers import pipeline
     from transformers.utils import logging
 
     from . import DEFAULT_CHECKPOINT, TASK
 
     logging.set_verbosity_error()
-    return pipeline(TASK, model=args.model or str(DEFAULT_CHECKPOINT), device=args.device)
+    logging.disable_progress_bar()
+    kwargs = {"dtype": getattr(torch, args.dtype)} if args.dtype else {}
+    model = args.model or str(DEFAULT_CHECKPOINT)
+    try:
+        return pipeline(TASK, model=model, device=args.device, trust_remote_code=args.trust_remote_code, **kwargs)
+    except (OSError, ValueError) as err:  # missing/corrupt weights or config, unknown Hub id offline
+        raise EmoTalkInputError(f"could not load --model {model!r}: {str(err).splitlines()[0]}") from err
 
 
+# ------------------------------------------------------------------------------------------------ commands
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .video import check_output_path
-
+    """``emotalk generate``: one video, or every row of ``--manifest``."""
     if args.manifest:
-        if not args.output_dir:
-            raise EmoTalkInputError("--manifest needs --output-dir")
-        from .batch import process_state, run_manifest
-
-        kwargs = _call_kwargs(args)
-        kwargs.pop("emotion", None)
-        kwargs.pop("intensity", None)
-        args.device = args.device or str(process_state().device)  # one device per process under accelerate
-        report = run_manifest(_load_pipeline(args), args.manifest, args.output_dir, progress=False, **kwargs)
-        for failure in report["failed"]:
-            print(f"row {failure['row']} failed: {failure['error']}", file=sys.stderr)
-        print(json.dumps({k: len(v) for k, v in report.items()}))
-        report_path = Path(args.output_dir) / f"report-{os.getpid()}.json"
-        report_path.write_text(json.dumps(report, indent=2))
-        return 1 if report["failed"] else 0
+        return _generate_manifest(args)
     if not (args.image and args.audio and args.output):
         raise EmoTalkInputError("generate needs --image, --audio and --output (or --manifest and --output-dir)")
-    output = check_output_path(args.output)
-    pipe = _load_pipeline(args)
-    video = pipe(args.image, args.audio, **_call_kwargs(args))
-    video.save(output)
+    from .video import check_output_path
+
+    kwargs = _call_kwargs(args)
+    check_emotion(args)
+    _check_input_file(args.image, "image")
+    _check_input_file(args.audio, "audio file")
+    output = check_output_path(args.output, inputs=(args.image, args.audio), overwrite=args.overwrite)
+    check_model(args.model, args.trust_remote_code)
+    check_device(args.device)
+    with quiet_native_logs():
+        pipe = _load_pipeline(args)
+        video = pipe(args.image, args.audio, **kwargs)
+        video.save(output)
     print(
         f"wrote {output} ({video.num_frames} frames, {video.duration:.2f} s, emotion {video.emotion}, seed {video.seed})"
     )
     return 0
+
+
+def _generate_manifest(args: argparse.Namespace) -> int:
+    from .batch import check_unique_outputs, process_state, read_manifest, run_manifest
+
+    if not args.output_dir:
+        raise EmoTalkInputError("--manifest needs --output-dir")
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise EmoTalkInputError(f"--output-dir {args.output_dir!r} is a file, expected a folder")
+    check_unique_outputs(read_manifest(args.manifest), output_dir)  # refuse before loading the model
+    kwargs = _call_kwargs(args)
+    kwargs.pop("emotion", None)
+    kwargs.pop("intensity", None)
+    check_model(args.model, args.trust_remote_code)
+    check_device(args.device)
+    state = process_state()
+    args.device = args.device or str(state.device)  # one device per process under accelerate
+    output_dir.mkdir(parents=True, exist_ok=True)
+    from .video import check_writable
+
+    check_writable(output_dir)
+
+    def show(report: dict) -> None:  # this process's share
+        for failure in report["failed"]:
+            print(f"row {failure['row']} failed: {failure['error']}", file=sys.stderr)
+        print(json.dumps({k: len(v) for k, v in report.items()}), flush=True)
+
+    with quiet_native_logs():
+        pipe = _load_pipeline(args)
+        merged = run_manifest(
+            pipe, args.manifest, output_dir, overwrite=args.overwrite, state=state, on_report=show, progress=False,
+            **kwargs,
+        )  # fmt: skip
+    if state.is_main_process and state.num_processes > 1:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in merged.items())
+        print(f"all processes: {counts}; report in {output_dir / 'report.json'}", file=sys.stderr)
+    return 1 if merged["failed"] else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from skimage import data
-
+    """``emotalk demo``: the bundled portrait and speech."""
     from . import ASSETS
     from .video import check_output_path
 
-    output = check_output_path(args.output)
-    pipe = _load_pipeline(args)
-    if args.seed is None:
-        args.seed = 0
-    video = pipe(data.astronaut(), str(ASSETS / "demo_speech.flac"), **_call_kwargs(args))
-    video.save(output)
+    kwargs = _call_kwargs(args)
+    check_emotion(args)
+    output = check_output_path(args.output, overwrite=args.overwrite)
+    check_model(args.model, args.trust_remote_code)
+    check_device(args.device)
+    from skimage import data
+
+    with quiet_native_logs():
+        pipe = _load_pipeline(args)
+        if args.seed is None:
+            kwargs["seed"] = 0
+        video = pipe(data.astronaut(), str(ASSETS / "demo_speech.flac"), **kwargs)
+        video.save(output)
     print(
         f"wrote {output} ({video.num_frames} frames, {video.duration:.2f} s, emotion {video.emotion}, seed {video.seed})"
     )
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emotalk", description="Emotional talking-face generation.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    generate = commands.add_parser("generate", help="portrait + speech -> MP4 (or a manifest of jobs)")
-    generate.add_argument("--image", help="portrait photo")
-    generate.add_argument("--audio", help="speech (wav, mp3, flac, ogg, m4a)")
-    generate.add_argument("--output", help="output .mp4")
-    generate.add_argument("--manifest", help="a .csv/.jsonl of jobs: image,audio,emotion,intensity,output")
-    generate.add_argument("--output-dir", help="folder for the manifest's videos")
-    _add_generation_options(generate)
-    generate.set_defaults(func=cmd_generate)
-
-    demo = commands.add_parser("demo", help="render the bundled example (public-domain portrait, generated speech)")
-    demo.add_argument("--output", default="emotalk_demo.mp4", help="output .mp4 (default emotalk_demo.mp4)")
-    _add_generation_options(demo)
-    demo.set_defaults(func=cmd_demo, emotion="happy", intensity=0.8)
-
-    try:  # the evaluation suite is an optional extra
-        from emotalk_evaluation import cli as evaluation_cli
-    except ImportError:
-        evaluation_cli = None
-    if evaluation_cli is not None:
-        evaluate = commands.add_parser("evaluate", help="the field's metrics on generated videos or a manifest")
-        evaluation_cli.add_arguments(evaluate)
-        evaluate.set_defaults(func=evaluation_cli.run)
-
-    try:  # data preparation for fine-tuning (the train extra)
-        from emotalk_training import prepare as prepare_module
-    except ImportError:
-        prepare_module = None
-    if prepare_module is not None:
-        prepare = commands.add_parser("prepare", help="videos -> a training dataset (landmarks, crops, audio)")
-        prepare_module.add_arguments(prepare)
-        prepare.set_defaults(func=prepare_module.run)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+# ------------------------------------------------------------------------------------------------ process setup
+def quiet_environment() -> None:
+    """Log settings that must be in place before mediapipe, TFLite or tokenizers load."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
+
+
+def _terminate(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds the stack: finally blocks remove partial files
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (``kill``, container stop, accelerate's shutdown) unwinds like Ctrl-C instead of killing outright."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+@contextlib.contextmanager
+def quiet_native_logs() -> Iterator[None]:
+    """Drop the fixed native log lines mediapipe/TFLite write to file descriptor 2; forward everything else.
+
+    Python's own ``sys.stderr`` (progress bars, warnings, tracebacks) keeps writing to the real stderr.
+    """
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable file descriptor 2 (embedded, captured)
+        yield
+        return
+    read_end, write_end = os.pipe()
+    python_stderr = sys.stderr
+    if _is_fd2(python_stderr):  # keep Python's writes off the filter (progress bars update without newlines)
+        sys.stderr = open(  # noqa: SIM115  (closed in the finally below)
+            os.dup(real), "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace"
+        )
+
+    def forward() -> None:
+        with open(read_end, "rb") as pipe, open(real, "wb", closefd=False) as out:
+            for line in pipe:
+                if not NATIVE_NOISE.search(line.decode("utf-8", "replace")):
+                    out.write(line)
+                    out.flush()
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # closes the pipe's last write end: the forwarder drains and stops
+        thread.join(timeout=5)
+        if sys.stderr is not python_stderr:
+            sys.stderr.close()
+            sys.stderr = python_stderr
+        os.close(real)
+
+
+def _is_fd2(stream) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (OSError, ValueError, AttributeError):  # pytest's capture, StringIO
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed ``generate``/``demo`` command; one line on stderr and a non-zero exit on failure."""
+    quiet_environment()
+    install_signal_handlers()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -169,9 +384,35 @@ def main(argv: list[str] | None = None) -> int:
     except EmoTalkInputError as err:
         print(f"emotalk: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, permission lost mid-run: the partial file is already removed
+        print(f"emotalk: error: {_describe_os_error(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("emotalk: interrupted", file=sys.stderr)
         return 130
+
+
+def _describe_os_error(err: OSError) -> str:
+    import errno
+
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno == errno.ENOSPC:
+        return f"no space left on the device while writing{where}; nothing was written"
+    return f"{err.strerror or err}{where}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The stand-alone parser of ``python -m emotalk_pipeline.cli`` (generate and demo)."""
+    parser = argparse.ArgumentParser(prog="emotalk", description="Emotional talking-face generation.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_generate_arguments(commands.add_parser("generate", help="portrait + speech -> MP4 (or a manifest of jobs)"))
+    add_demo_arguments(commands.add_parser("demo", help="render the bundled example"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m emotalk_pipeline.cli generate|demo ...``."""
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ entry a start time in seconds and a label or a blend). The CLI's string forms ar
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,8 @@ from modeling_emotalk.errors import EmoTalkInputError
 
 EmotionSpec = str | Mapping[str, float] | Sequence[tuple[float, Any]] | None
 TRANSITION_SECONDS = 0.3  # cross-fade between the segments of a schedule
+MAX_WEIGHT = 1e6
+"""Largest blend weight: weights are relative, and the float32 sum of larger ones can overflow to NaN."""
 
 
 def _check_label(name: Any, labels: Sequence[str]) -> int:
@@ -34,16 +37,21 @@ def emotion_vector(spec: str | Mapping[str, float], labels: Sequence[str]) -> np
     if not isinstance(spec, Mapping) or not spec:
         raise EmoTalkInputError(f"an emotion blend must be a non-empty dict of label -> weight, got {spec!r}")
     for name, value in spec.items():
-        try:
-            value = float(value)
-        except (TypeError, ValueError) as err:
-            raise EmoTalkInputError(f"the weight of emotion {name!r} must be a number, got {value!r}") from err
+        if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+            raise EmoTalkInputError(f"the weight of emotion {name!r} must be a number, got {value!r}")
+        value = float(value)
         if not np.isfinite(value) or value < 0:
             raise EmoTalkInputError(f"the weight of emotion {name!r} must be finite and >= 0, got {value}")
+        if value > MAX_WEIGHT:
+            raise EmoTalkInputError(
+                f"the weight of emotion {name!r} is too large ({value:g}): weights are relative, use values up to "
+                f"{MAX_WEIGHT:g} (e.g. happy:0.7,surprised:0.3)"
+            )
         weights[_check_label(name, labels)] += value
-    if weights.sum() <= 0:
-        raise EmoTalkInputError(f"an emotion blend needs a positive total weight, got {dict(spec)}")
-    return weights / weights.sum()
+    total = weights.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise EmoTalkInputError(f"an emotion blend needs a positive, finite total weight, got {dict(spec)}")
+    return weights / total
 
 
 def is_auto(spec: EmotionSpec) -> bool:
@@ -71,10 +79,9 @@ def emotion_weights(spec: EmotionSpec, labels: Sequence[str], num_frames: int, f
         if not isinstance(entry, Sequence) or isinstance(entry, str) or len(entry) != 2:
             raise EmoTalkInputError(f"each emotion schedule entry must be (start_seconds, emotion), got {entry!r}")
         start, emotion = entry
-        try:
-            start = float(start)
-        except (TypeError, ValueError) as err:
-            raise EmoTalkInputError(f"schedule start times must be numbers of seconds, got {start!r}") from err
+        if not isinstance(start, numbers.Real) or isinstance(start, (bool, np.bool_)):
+            raise EmoTalkInputError(f"schedule start times must be numbers of seconds, got {start!r}")
+        start = float(start)
         if not np.isfinite(start) or start < 0 or (starts and start <= starts[-1]):
             raise EmoTalkInputError(f"schedule start times must be >= 0 and increasing, got {[e[0] for e in spec]}")
         if is_auto(emotion):

@@ -1,17 +1,20 @@
 """The ``emotional-talking-face`` pipeline: one portrait + speech → a talking-face video.
 
-``preprocess`` finds and aligns the face and loads the audio; ``_forward`` runs stage 1 over the whole
-audio (in overlapping windows with cross-faded seams) and mixes in the seeded procedural motion;
-``postprocess`` returns a :class:`TalkingFaceOutput` whose frames stage 2 renders in batches on demand,
-so :meth:`TalkingFaceOutput.save` streams them into the encoder and peak memory does not grow with
-the duration.
+A thin layer over :class:`~modeling_emotalk.EmoTalkModel`, which owns the orchestration of both stages:
+``_sanitize_parameters`` validates every option (cheaply, before any heavy work); ``preprocess`` finds and
+aligns the face and reads the audio; ``_forward`` calls :meth:`EmoTalkModel.predict_landmarks` and mixes in
+the seeded procedural motion; ``postprocess`` returns a :class:`TalkingFaceOutput` whose frames
+:meth:`EmoTalkModel.render` produces in batches on demand, so :meth:`TalkingFaceOutput.save` streams them
+into the encoder and peak memory does not grow with the duration.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import Pipeline
 
-from modeling_emotalk.audio_processing import SAMPLING_RATE, AudioProcessor
-from modeling_emotalk.errors import EmoTalkInputError
+from modeling_emotalk.audio_processing import SAMPLING_RATE, AudioProcessor, read_audio
+from modeling_emotalk.errors import EmoTalkInputError, ImageReadError
 from modeling_emotalk.face_processing import FaceCrop, FaceProcessor
-from modeling_emotalk.landmarks import canonicalize, relocate
 
 from .emotion import emotion_weights, validate_emotion
 from .motion import audio_energy, blink_track, gaze_saccades, head_sway
@@ -33,20 +35,30 @@ from .video import check_output_path, write_mp4
 FPS_RANGE = (1.0, 60.0)
 INTENSITY_RANGE = (0.0, 1.0)
 POSE_SCALE_RANGE = (0.0, 3.0)
+MAX_FRAME_BATCH = 256
+"""Largest ``batch_size`` (frames per stage-2 call): beyond it memory grows with no speed gain."""
+OUTPUT_TYPES = ("uint8", "np", "pil")
+"""``frames`` as ``(T, H, W, 3)`` uint8, as ``(T, H, W, 3)`` float32 in [0, 1] (diffusers' "np"), or a list
+of PIL images; the last two are what ``diffusers.utils.export_to_video`` takes."""
 _UNSET = object()
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]{64,}")
 
 
-@dataclass
-class TalkingFaceOutput:
-    """A generated talking-face video.
+@dataclass(eq=False)
+class TalkingFaceOutput(Mapping):
+    """A generated talking-face video; also readable as a mapping (``out["frames"]``, ``"audio" in out``).
 
     Attributes:
-        fps: frames per second. audio: ``(N,)`` float32 mono speech. sampling_rate: 16000.
-        landmarks: ``(T, 478, 3)`` driving landmarks in normalized crop coordinates.
+        fps: frames per second.
+        audio: ``(N,)`` float32 mono speech at ``sampling_rate`` (16000): what the model heard.
+        sampling_rate: 16000.
+        landmarks: ``(T, 478, 3)`` float32 driving landmarks in normalized crop coordinates.
         emotion_weights: ``(T, 8)`` the emotion that conditioned each frame. emotion_labels: their names.
         seed: the seed of the procedural motion (pass it again to get the same video).
-        frames: ``(T, H, W, 3)`` uint8, rendered on first access (use :meth:`save` or
-            :meth:`iter_frames` for long videos: they stream).
+        original_audio: ``(M,)`` or ``(M, C)`` float32, the recording as given (its rate and channels): the
+            sound track :meth:`save` writes. original_sampling_rate: its rate in Hz.
+        output_type: how :attr:`frames` is returned (see :data:`OUTPUT_TYPES`).
+        frames: rendered on first access (use :meth:`save` or :meth:`iter_frames` for long videos: they stream).
     """
 
     fps: float
@@ -57,7 +69,13 @@ class TalkingFaceOutput:
     emotion_labels: tuple[str, ...]
     seed: int
     render: Callable[[], Iterator[np.ndarray]] = field(repr=False)
+    original_audio: np.ndarray | None = field(default=None, repr=False)
+    original_sampling_rate: int | None = None
+    output_type: str = "uint8"
     _frames: np.ndarray | None = field(default=None, repr=False)
+
+    _KEYS = ("frames", "audio", "sampling_rate", "original_audio", "original_sampling_rate", "fps", "landmarks")
+    _KEYS += ("emotion_weights", "emotion_labels", "emotion", "seed")
 
     @property
     def num_frames(self) -> int:
@@ -73,9 +91,16 @@ class TalkingFaceOutput:
         return self.emotion_labels[int(self.emotion_weights.mean(0).argmax())]
 
     @property
-    def frames(self) -> np.ndarray:
+    def frames(self) -> np.ndarray | list:
+        """All frames, as :attr:`output_type` says (default ``(T, H, W, 3)`` uint8)."""
         if self._frames is None:
             self._frames = np.concatenate(list(self.render()), axis=0)
+        if self.output_type == "np":
+            return self._frames.astype(np.float32) / 255
+        if self.output_type == "pil":
+            from PIL import Image
+
+            return [Image.fromarray(frame) for frame in self._frames]
         return self._frames
 
     def iter_frames(self) -> Iterator[np.ndarray]:
@@ -86,12 +111,35 @@ class TalkingFaceOutput:
             yield from self.render()
 
     def save(self, path: str | os.PathLike, *, preset: str = "veryfast", crf: int = 20) -> Path:
-        """Write an H.264 + AAC MP4, atomically (the file appears only when complete)."""
-        return write_mp4(path, self.iter_frames(), self.fps, self.audio, self.sampling_rate, preset=preset, crf=crf)
+        """Write an H.264 + AAC MP4 with the original sound track, atomically (the file appears only when complete)."""
+        audio, rate = self.audio, self.sampling_rate
+        if self.original_audio is not None and self.original_sampling_rate is not None:
+            audio, rate = self.original_audio, self.original_sampling_rate
+        return write_mp4(path, self.iter_frames(), self.fps, audio, rate, preset=preset, crf=crf)
+
+    # Mapping interface (like the dicts other transformers pipelines return)
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._KEYS)
+
+    def __len__(self) -> int:
+        return len(self._KEYS)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._KEYS
+
+    def __eq__(self, other: object) -> bool:  # identity: comparing would render both videos
+        return self is other
+
+    __hash__ = object.__hash__
 
 
 class EmotionalTalkingFacePipeline(Pipeline):
-    """Portrait + speech (+ emotion) → :class:`TalkingFaceOutput`.
+    """Portrait + speech (+ emotion) → :class:`TalkingFaceOutput` (a list of them for a list of inputs).
 
     Example:
 
@@ -101,6 +149,7 @@ class EmotionalTalkingFacePipeline(Pipeline):
     >>> pipe = pipeline("emotional-talking-face")
     >>> video = pipe("portrait.jpg", "speech.wav", emotion="happy", intensity=0.8, seed=0)
     >>> video.save("talking.mp4")
+    >>> videos = pipe(["a.jpg", "b.jpg"], ["a.wav", "b.wav"], seed=0)  # a list in, a list out
     ```
     """
 
@@ -115,40 +164,47 @@ class EmotionalTalkingFacePipeline(Pipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.face_processor = FaceProcessor(crop_size=int(self.model.config.crop_size))
-        self.audio_processor = AudioProcessor(self.feature_extractor, max_seconds=None)
+        self.audio_processor = AudioProcessor(self.feature_extractor, max_seconds=None)  # min_seconds, extractor
 
     @property
     def emotion_labels(self) -> tuple[str, ...]:
         return tuple(self.model.config.landmark_config.emotion_labels)
 
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
+        """Write a self-contained Hub folder (model, preprocessor, pipeline code) to ``save_directory``."""
+        from .hub_folder import write_pipeline_folder
+
+        return write_pipeline_folder(self.model, save_directory, **kwargs)
+
     # -------------------------------------------------------------------------------------- parameters
-    def __call__(self, image: Any, audio: Any = None, **kwargs) -> TalkingFaceOutput:
-        """Generate a talking-face video.
+    def __call__(self, image: Any, audio: Any = None, **kwargs) -> TalkingFaceOutput | list[TalkingFaceOutput]:
+        """Generate a talking-face video (or one per input when given lists).
 
         Args:
-            image: portrait: path, PIL image, numpy array or tensor.
+            image: portrait: path, URL, base64 string, PIL image, numpy array or tensor; a
+                ``{"image": ..., "audio": ...}`` dict; or a list of either (then ``audio`` is a list too, or
+                each item is such a dict).
             audio: speech: path (wav/mp3/flac/ogg/m4a), array (with ``sampling_rate``) or
                 ``{"array": ..., "sampling_rate": ...}``.
             emotion: a label (neutral, angry, contempt, disgusted, fear, happy, sad, surprised), "auto"
                 (heard in the voice), a blend ``{"happy": 0.7, "surprised": 0.3}`` or a schedule
                 ``[(0.0, "neutral"), (2.5, "happy")]``. Default "neutral".
             intensity: emotion strength in [0, 1]. Default 1.0.
-            pose: "natural" (model + seeded sway), "still" (no head motion) or a float scale of "natural".
-            blink: add seeded blinks (2–6 s apart). gaze: add seeded gaze saccades.
+            pose: "natural" (model + seeded sway), "still" (no head motion) or a scale of "natural" in [0, 3].
+            blink: add seeded blinks (2–6 s apart). gaze: add seeded gaze saccades. (``True`` / ``False``.)
             fps: video frame rate in [1, 60]. Default 25.
             paste_back: paste the generated face into the full photo (True) or return the aligned crops.
             seed: seed of the procedural motion; None picks one (kept in ``output.seed``).
-            batch_size: frames per stage-2 batch. face_index: which face when the photo has several.
+            batch_size: frames per stage-2 batch, 1 to 256. face_index: which face when the photo has several.
             sampling_rate: rate of an array ``audio``. max_audio_seconds: longest accepted audio.
+            output_type: "uint8" (default), "np" or "pil": the form of ``output.frames``.
             progress: show a progress bar over frames.
+
+        Numbers must be real numbers (Python or numpy), integers integers, flags bools: strings are refused.
         """
-        if audio is None and isinstance(image, dict):
-            image, audio = image.get("image"), image.get("audio")
-        if audio is None:
-            raise EmoTalkInputError("missing audio: call pipe(image, audio, ...)")
         if "batch_size" in kwargs:  # the frame batch of stage 2, not the base class's input batching
             kwargs["frame_batch_size"] = kwargs.pop("batch_size")
-        return super().__call__({"image": image, "audio": audio}, **kwargs)
+        return super().__call__(_pair_inputs(image, audio), **kwargs)
 
     def _sanitize_parameters(
         self,
@@ -164,6 +220,7 @@ class EmotionalTalkingFacePipeline(Pipeline):
         face_index: int | None = None,
         sampling_rate: int | None = None,
         max_audio_seconds: float | None = None,
+        output_type: str | None = None,
         progress: bool | None = None,
         **unknown,
     ):
@@ -179,52 +236,50 @@ class EmotionalTalkingFacePipeline(Pipeline):
         if fps is not None:
             forward["fps"] = _number("fps", fps, *FPS_RANGE)
         if pose is not None:
-            if isinstance(pose, str):
-                if pose not in ("natural", "still"):
-                    raise EmoTalkInputError(f"pose must be 'natural', 'still' or a number, got {pose!r}")
-                forward["pose_scale"] = 0.0 if pose == "still" else 1.0
-            else:
-                forward["pose_scale"] = _number("pose", pose, *POSE_SCALE_RANGE)
-        if blink is not None:
-            forward["blink"] = bool(blink)
-        if gaze is not None:
-            forward["gaze"] = bool(gaze)
+            forward["pose_scale"] = _pose_scale(pose)
+        for name, value, stage in (("blink", blink, forward), ("gaze", gaze, forward)):
+            if value is not None:
+                stage[name] = _flag(name, value)
+        if paste_back is not None:
+            postprocess["paste_back"] = _flag("paste_back", paste_back)
+        if progress is not None:
+            postprocess["progress"] = _flag("progress", progress)
         if seed is not None:
-            if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-                raise EmoTalkInputError(f"seed must be a non-negative integer or None, got {seed!r}")
-            forward["seed"] = int(seed)
+            forward["seed"] = _integer("seed", seed, 0, 2**63 - 1, "a non-negative integer or None")
+        if frame_batch_size is not None:
+            postprocess["batch_size"] = _integer(
+                "batch_size", frame_batch_size, 1, MAX_FRAME_BATCH, f"a positive integer up to {MAX_FRAME_BATCH}"
+            )
         if face_index is not None:
-            preprocess["face_index"] = face_index
+            preprocess["face_index"] = _integer("face_index", face_index, 0, 2**31, "a non-negative integer")
         if sampling_rate is not None:
-            preprocess["sampling_rate"] = sampling_rate
+            preprocess["sampling_rate"] = _integer("sampling_rate", sampling_rate, 1000, 768000, "a rate in Hz")
         if max_audio_seconds is not None:
             preprocess["max_audio_seconds"] = _number("max_audio_seconds", max_audio_seconds, 0.1, math.inf)
-        if paste_back is not None:
-            postprocess["paste_back"] = bool(paste_back)
-        if frame_batch_size is not None:
-            if not isinstance(frame_batch_size, int) or isinstance(frame_batch_size, bool) or frame_batch_size < 1:
-                raise EmoTalkInputError(f"batch_size must be a positive integer, got {frame_batch_size!r}")
-            postprocess["batch_size"] = frame_batch_size
-        if progress is not None:
-            postprocess["progress"] = bool(progress)
+        if output_type is not None:
+            if output_type not in OUTPUT_TYPES:
+                raise EmoTalkInputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+            postprocess["output_type"] = output_type
         return preprocess, forward, postprocess
 
     # ------------------------------------------------------------------------------------------ stages
     def preprocess(self, inputs: dict, face_index=None, sampling_rate=None, max_audio_seconds=None) -> dict:
         if max_audio_seconds is None:
             max_audio_seconds = float(self.model.config.max_audio_seconds)
-        image = self.face_processor.load_image(inputs["image"])
+        image = self.face_processor.load_image(_resolve_image(inputs["image"]))
         face = self.face_processor(image, face_index=face_index)
-        samples = self.audio_processor.load(inputs["audio"], sampling_rate)
-        if samples.size / SAMPLING_RATE > max_audio_seconds:
-            from modeling_emotalk.errors import AudioLengthError
-
-            raise AudioLengthError(
-                f"the audio is {samples.size / SAMPLING_RATE:.1f} s long, longer than the limit of "
-                f"{max_audio_seconds:g} s: trim it or raise max_audio_seconds"
-            )
-        features = self.feature_extractor(samples, sampling_rate=SAMPLING_RATE, return_tensors="pt")
-        return {"image": image, "face": face, "audio": samples, "input_values": features["input_values"].float()}
+        audio = read_audio(
+            inputs["audio"], sampling_rate, max_seconds=max_audio_seconds, min_seconds=self.audio_processor.min_seconds
+        )
+        features = self.feature_extractor(audio.samples, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+        return {
+            "image": image,
+            "face": face,
+            "audio": audio.samples,
+            "original_audio": audio.original,
+            "original_sampling_rate": audio.original_sampling_rate,
+            "input_values": features["input_values"],
+        }
 
     def _forward(
         self,
@@ -242,133 +297,155 @@ class EmotionalTalkingFacePipeline(Pipeline):
         num_frames = math.ceil(audio.size / SAMPLING_RATE * fps)
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31))
-        rng = np.random.default_rng(seed)
         weights = emotion_weights(emotion, self.emotion_labels, num_frames, fps)
-        source_landmarks = torch.from_numpy(face.landmarks).to(self.device)[None]
-        canonical, frame = canonicalize(source_landmarks)
-        motion = self._predict_motion(
-            inputs["input_values"].to(self.device), canonical, num_frames, fps, weights, intensity
+        source_landmarks = torch.from_numpy(face.landmarks)[None]
+        motion = self.model.predict_landmarks(
+            inputs["input_values"],
+            source_landmarks,
+            emotion=None if weights is None else torch.from_numpy(weights)[None],
+            intensity=intensity,
+            fps=fps,
+            num_frames=num_frames,
+            window_seconds=self.window_seconds,
+            overlap_seconds=self.overlap_seconds,
         )
-
-        head_pose = motion["head_pose"] * pose_scale
-        if pose_scale > 0:
-            head_pose = head_pose + pose_scale * head_sway(num_frames, fps, rng, audio_energy(audio, num_frames, fps))
-        blinks = (
-            np.maximum(motion["blink"], blink_track(num_frames, fps, rng)) if blink else np.zeros_like(motion["blink"])
+        head_pose, gazes, blinks = _procedural_motion(
+            motion, audio, fps, np.random.default_rng(seed), pose_scale, blink, gaze
         )
-        gazes = motion["gaze"] + gaze_saccades(num_frames, fps, rng) if gaze else np.zeros_like(motion["gaze"])
-        as_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)[None]  # noqa: E731
-        landmarks = relocate(
-            canonical,
-            as_tensor(motion["expression"]),
-            as_tensor(head_pose),
-            as_tensor(gazes),
-            as_tensor(blinks),
-            frame,
-        )[0]
+        landmarks = self.model.compose_landmarks(source_landmarks, motion.expression, head_pose, gazes, blinks)
         return {
-            "image": inputs["image"],
-            "face": face,
-            "audio": audio,
-            "landmarks": landmarks,
-            "emotion_weights": motion["emotion_weights"],
+            **{key: inputs[key] for key in ("image", "face", "audio", "original_audio", "original_sampling_rate")},
+            "landmarks": landmarks[0],
+            "emotion_weights": motion.emotion_weights[0],
             "fps": fps,
             "seed": seed,
         }
 
-    def _predict_motion(
-        self,
-        input_values: torch.Tensor,
-        canonical: torch.Tensor,
-        num_frames: int,
-        fps: float,
-        weights: np.ndarray | None,
-        intensity: float,
-    ) -> dict[str, np.ndarray]:
-        """Stage 1 over the whole clip in windows of ``window_seconds``, seams cross-faded over ``overlap_seconds``."""
-        stage1 = self.model.landmark_model
-        window = max(1, round(self.window_seconds * fps))
-        overlap = min(max(1, round(self.overlap_seconds * fps)), window // 2)
-        hop = window - overlap
-        keys = ("expression", "head_pose", "gaze", "blink", "emotion_weights")
-        totals: dict[str, np.ndarray] = {}
-        coverage = np.zeros(num_frames, dtype=np.float32)
-        ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-        start = 0
-        while True:
-            end = min(start + window, num_frames)
-            first = round(start / fps * SAMPLING_RATE)
-            last = min(round(end / fps * SAMPLING_RATE), input_values.shape[1])
-            emotion = None
-            if weights is not None:
-                emotion = torch.from_numpy(weights[start:end]).to(self.device)[None]
-            out = stage1(
-                input_values[:, first:last],
-                reference_landmarks=canonical,
-                emotion=emotion,
-                intensity=intensity,
-                num_frames=end - start,
-                fps=fps,
-            )
-            fade = np.ones(end - start, dtype=np.float32)
-            if start > 0:
-                fade[:overlap] = ramp
-            if end < num_frames:
-                fade[-overlap:] = np.minimum(fade[-overlap:], ramp[::-1])
-            for key in keys:
-                value = getattr(out, key)[0].float().cpu().numpy()
-                if key not in totals:
-                    totals[key] = np.zeros((num_frames, *value.shape[1:]), dtype=np.float32)
-                totals[key][start:end] += value * fade.reshape(-1, *([1] * (value.ndim - 1)))
-            coverage[start:end] += fade
-            if end >= num_frames:
-                break
-            start += hop
-        return {key: value / coverage.reshape(-1, *([1] * (value.ndim - 1))) for key, value in totals.items()}
-
-    def postprocess(self, outputs: dict, paste_back=True, batch_size=8, progress=True) -> TalkingFaceOutput:
+    def postprocess(
+        self, outputs: dict, paste_back=True, batch_size=8, progress=True, output_type="uint8"
+    ) -> TalkingFaceOutput:
         face: FaceCrop = outputs["face"]
         image: np.ndarray = outputs["image"]
-        landmarks: torch.Tensor = outputs["landmarks"]
-        generator = self.model.generator
-        device = self.device
-        face_processor = self.face_processor
+        landmarks = torch.as_tensor(outputs["landmarks"])
+        model, face_processor = self.model, self.face_processor
 
         def render() -> Iterator[np.ndarray]:
-            with torch.inference_mode():
-                pixels = torch.from_numpy(face.crop).to(device).permute(2, 0, 1)[None].float() / 255
-                source = generator.encode_source(pixels, torch.from_numpy(face.landmarks).to(device)[None])
-                bar = tqdm(total=len(landmarks), unit="frame", desc="rendering", disable=not progress)
-                try:
-                    for start in range(0, len(landmarks), batch_size):
-                        driving = landmarks[start : start + batch_size]
-                        crops = generator(source=source, driving_landmarks=driving).frames
-                        crops = (crops.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
-                        yield face_processor.paste_back(image, crops, face) if paste_back else crops
-                        bar.update(len(driving))
-                finally:
-                    bar.close()
+            batches = model.render(
+                torch.from_numpy(face.crop).permute(2, 0, 1), torch.from_numpy(face.landmarks), landmarks, batch_size
+            )
+            with tqdm(total=len(landmarks), unit="frame", desc="rendering", disable=not progress) as bar:
+                for crops in _inference_batches(batches):
+                    crops = crops.numpy()
+                    yield face_processor.paste_back(image, crops, face) if paste_back else crops
+                    bar.update(len(crops))
 
         return TalkingFaceOutput(
             fps=outputs["fps"],
             audio=outputs["audio"],
             sampling_rate=SAMPLING_RATE,
             landmarks=landmarks.float().cpu().numpy(),
-            emotion_weights=outputs["emotion_weights"],
+            emotion_weights=np.asarray(torch.as_tensor(outputs["emotion_weights"]).float().cpu()),
             emotion_labels=self.emotion_labels,
             seed=outputs["seed"],
             render=render,
+            original_audio=outputs.get("original_audio"),
+            original_sampling_rate=outputs.get("original_sampling_rate"),
+            output_type=output_type,
         )
 
 
-def _number(name: str, value: Any, low: float, high: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as err:
-        raise EmoTalkInputError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}") from err
-    if isinstance(value, bool) or math.isnan(number) or not low <= number <= high:
-        raise EmoTalkInputError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
-    return number
+# ------------------------------------------------------------------------------------------------ helpers
+def _pair_inputs(image: Any, audio: Any) -> dict | list[dict]:
+    """``(image, audio)``, ``{"image", "audio"}`` or lists of them → one input dict or a list of them."""
+    if isinstance(image, list):
+        if audio is None:
+            return [_pair_inputs(item, None) for item in image]
+        if not isinstance(audio, list) or len(audio) != len(image):
+            got = f"a list of {len(audio)}" if isinstance(audio, list) else type(audio).__name__
+            raise EmoTalkInputError(f"{len(image)} images need a list of {len(image)} audio inputs, got {got}")
+        return [_pair_inputs(i, a) for i, a in zip(image, audio, strict=True)]
+    if audio is None and isinstance(image, Mapping):
+        if "image" not in image or "audio" not in image:
+            raise EmoTalkInputError(f"an input dict needs 'image' and 'audio' keys, got {sorted(map(str, image))}")
+        image, audio = image["image"], image["audio"]
+    if audio is None:
+        raise EmoTalkInputError("missing audio: call pipe(image, audio, ...)")
+    return {"image": image, "audio": audio}
 
 
-__all__ = ["EmotionalTalkingFacePipeline", "TalkingFaceOutput", "check_output_path"]
+def _resolve_image(image: Any) -> Any:
+    """URLs and base64 strings (raw or ``data:image/...``) → PIL through ``transformers.image_utils.load_image``."""
+    if not isinstance(image, str) or os.path.exists(image):
+        return image
+    if image.startswith(("http://", "https://", "data:image/")) or _BASE64.fullmatch(image):
+        from transformers.image_utils import load_image
+
+        try:
+            return load_image(image)
+        except (ValueError, OSError) as err:
+            shown = image if len(image) <= 80 else f"{image[:60]}... ({len(image)} characters)"
+            raise ImageReadError(f"cannot read an image from {shown!r}: {type(err).__name__}") from err
+    return image
+
+
+def _inference_batches(batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """Pull each item under ``torch.inference_mode()`` without leaving the mode on between items."""
+    iterator = iter(batches)
+    while True:
+        with torch.inference_mode():
+            batch = next(iterator, None)
+        if batch is None:
+            return
+        yield batch
+
+
+def _procedural_motion(motion, audio: np.ndarray, fps: float, rng: np.random.Generator, pose_scale, blink, gaze):
+    """Seeded head sway, blinks and saccades mixed into stage 1's (1, T, ...) motion → head_pose, gaze, blink."""
+    num_frames = motion.head_pose.shape[1]
+    device = motion.head_pose.device
+    as_tensor = lambda x: torch.from_numpy(x).to(device)[None]  # noqa: E731
+    head_pose = motion.head_pose * pose_scale
+    if pose_scale > 0:
+        sway = head_sway(num_frames, fps, rng, audio_energy(audio, num_frames, fps))
+        head_pose = head_pose + as_tensor(pose_scale * sway)
+    blinks = torch.maximum(motion.blink, as_tensor(blink_track(num_frames, fps, rng))) if blink else None
+    gazes = motion.gaze + as_tensor(gaze_saccades(num_frames, fps, rng)) if gaze else None
+    return (
+        head_pose,
+        torch.zeros_like(motion.gaze) if gazes is None else gazes,
+        torch.zeros_like(motion.blink) if blinks is None else blinks,
+    )
+
+
+def _pose_scale(pose: Any) -> float:
+    if isinstance(pose, str):
+        if pose not in ("natural", "still"):
+            raise EmoTalkInputError(f"pose must be 'natural', 'still' or a number in [0, 3], got {pose!r}")
+        return 0.0 if pose == "still" else 1.0
+    return _number("pose", pose, *POSE_SCALE_RANGE, expected="'natural', 'still' or a number")
+
+
+def _number(name: str, value: Any, low: float, high: float, expected: str = "a number") -> float:
+    """A real number (Python or numpy; not a bool or a string) in ``[low, high]``."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)) or math.isnan(value):
+        raise EmoTalkInputError(f"{name} must be {expected} in [{low:g}, {high:g}], got {value!r}")
+    if not low <= float(value) <= high:
+        raise EmoTalkInputError(f"{name} must be {expected} in [{low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
+def _integer(name: str, value: Any, low: int, high: int, expected: str) -> int:
+    """An integer (Python or numpy; not a bool) in ``[low, high]``."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= high:
+        raise EmoTalkInputError(f"{name} must be {expected} (from {low} to {high}), got {value!r}")
+    return int(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    """``True`` or ``False`` (numpy bools too): ``"False"``, ``"no"`` or ``0`` are refused, not guessed."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise EmoTalkInputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+__all__ = ["MAX_FRAME_BATCH", "OUTPUT_TYPES", "EmotionalTalkingFacePipeline", "TalkingFaceOutput", "check_output_path"]

@@ -47,6 +47,7 @@ from modeling_emotalk.errors import (
     NoFaceError,
     SilentAudioError,
 )
+from modeling_emotalk.face_processing import read_image_file
 
 logger = logging.getLogger("emotalk.space")
 
@@ -88,7 +89,10 @@ class SpaceConfig:
     """Limits and settings of the public demo. :meth:`from_env` reads each from its environment variable."""
 
     max_audio_seconds: float = 30.0  # EMOTALK_MAX_AUDIO_SECONDS: longer speech is refused
-    max_image_size: int = 1024  # EMOTALK_MAX_IMAGE_SIZE: photos with a longer side are downscaled to it
+    # EMOTALK_MAX_IMAGE_SIZE: photos with a longer side are decoded reduced and downscaled to it. The face
+    # processor detects small faces on a view of at most ~1920 px (its tiled detector), so 2048 keeps every face
+    # it would find at full size; much smaller values lose the small faces of large photos.
+    max_image_size: int = 2048
     max_upload_size: str = "20mb"  # EMOTALK_MAX_UPLOAD_SIZE: larger uploads are refused by Gradio itself
     concurrency_limit: int = 1  # EMOTALK_CONCURRENCY: videos generated at the same time
     max_queue_size: int = 20  # EMOTALK_MAX_QUEUE: visitors beyond this many waiting are asked to retry later
@@ -141,19 +145,54 @@ def _title(err: EmoTalkInputError) -> str:
     return "Input"
 
 
-def _downscale(image: np.ndarray, max_size: int) -> tuple[np.ndarray, bool]:
-    height, width = image.shape[:2]
-    if max(height, width) <= max_size:
-        return image, False
-    scale = max_size / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS)), True
+def portrait_input(**kwargs: Any) -> gr.Image:
+    """A ``gr.Image`` whose upload reaches the app as the uploaded file's path, undecoded.
+
+    Gradio's own image preprocessing opens (and for ``type="numpy"`` decodes at full size) every upload before
+    the app sees it, so a text file, a truncated JPEG or a 20000² PNG fail there with the generic "upstream app
+    raised an exception". Here the app reads the file itself, with the project's checks (:func:`read_portrait`).
+    (An instance override, not a subclass: Gradio writes a ``.pyi`` file next to every component subclass.)
+    """
+    component = gr.Image(type="filepath", **kwargs)
+    decode = component.preprocess
+
+    def path_only(payload):
+        if payload is None or payload.path is None:  # nothing, or a base64 data URL: Gradio decodes those
+            return decode(payload)
+        return str(payload.path)
+
+    component.preprocess = path_only
+    return component
+
+
+def read_portrait(portrait: str | np.ndarray, max_size: int) -> tuple[np.ndarray, bool]:
+    """The portrait as RGB uint8 with its longer side at most ``max_size``, and whether it was downscaled.
+
+    A path is read with the project's loader: its size is checked from the file header before decoding
+    (:data:`~modeling_emotalk.face_processing.MAX_IMAGE_PIXELS`), and a large JPEG is decoded reduced.
+    Raises the project's :class:`EmoTalkInputError` subclasses for unreadable or oversized files.
+    """
+    if isinstance(portrait, np.ndarray):
+        height, width = portrait.shape[:2]
+        if max(height, width) <= max_size:
+            return portrait, False
+        scale = max_size / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return np.asarray(Image.fromarray(portrait).resize(size, Image.Resampling.LANCZOS)), True
+    image = read_image_file(portrait, max_side=max_size, max_image_size=None)
+    with Image.open(portrait) as header:  # readable: read_image_file just decoded it
+        downscaled = max(header.size) > max_size
+    return image, downscaled
 
 
 def _prune(folder: Path, max_age: float) -> None:
-    """Delete the generated files older than ``max_age`` seconds (a public demo must not fill its disk)."""
+    """Delete the generated files older than ``max_age`` seconds (a public demo must not fill its disk).
+
+    The videos (``emotalk-*.mp4``) and the temporary ``.emotalk-*.partial.mp4`` files an interrupted encoding
+    may leave behind.
+    """
     cutoff = time.time() - max_age
-    for path in folder.glob("emotalk-*"):
+    for path in [*folder.glob("emotalk-*"), *folder.glob(".emotalk-*.partial.mp4")]:
         try:
             if path.stat().st_mtime < cutoff:
                 path.unlink()
@@ -240,7 +279,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
         return output, strip, video.emotion, video.seed, video.num_frames, video.fps
 
     def generate(
-        portrait: np.ndarray | None,
+        portrait: str | np.ndarray | None,
         speech: str | None,
         emotion: str = "neutral",
         intensity: float = 0.8,
@@ -283,7 +322,11 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
                 "Trim the recording, or run EmoTalk on your own machine for longer clips.",
                 title="Speech too long",
             )
-        image, downscaled = _downscale(np.asarray(portrait), config.max_image_size)
+        try:
+            image, downscaled = read_portrait(portrait, config.max_image_size)
+        except EmoTalkInputError as err:
+            path = portrait if isinstance(portrait, str) else None
+            raise gr.Error(_readable(err, path), title=_title(err), print_exception=False) from err
 
         _prune(output_dir, OUTPUT_MAX_AGE_SECONDS)
         output = output_dir / f"emotalk-{uuid.uuid4().hex[:10]}.mp4"
@@ -361,10 +404,9 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
         gr.HTML(HEADER)
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=300):
-                portrait = gr.Image(
+                portrait = portrait_input(
                     label="Portrait",
                     sources=["upload", "webcam", "clipboard"],
-                    type="numpy",
                     height=330,
                     elem_id="portrait",
                 )
@@ -438,7 +480,9 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
         gr.Markdown(
             f"Limits of this demo: speech up to **{config.max_audio_seconds:g} s**, uploads up to "
             f"**{config.max_upload_size}**; photos larger than {config.max_image_size} px are downscaled. "
-            f"Model: [{MODEL_ID}](https://huggingface.co/{MODEL_ID}) (Apache-2.0). Call it from Python with "
+            f"Model: [{MODEL_ID}](https://huggingface.co/{MODEL_ID}). License: the code is Apache-2.0; the default "
+            "weights are internal demo weights, trained on media whose terms are non-commercial (demonstration and "
+            "research only, not for commercial use). Call it from Python with "
             '`gradio_client`: `Client(...).predict(..., api_name="/generate")` (see *Use via API* below). '
             "Example portrait: NASA's public-domain astronaut photo from scikit-image; example speech: synthetic."
         )
@@ -447,15 +491,37 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
     return demo
 
 
-def load_pipeline(model: str | None = None):
-    """The ``emotional-talking-face`` pipeline on the GPU when there is one (on ZeroGPU: moved there per call)."""
+def trust_remote_code_from_env() -> bool:
+    """``EMOTALK_TRUST_REMOTE_CODE``: ``1`` runs the code shipped in ``EMOTALK_MODEL``'s folder or repo."""
+    text = (os.environ.get("EMOTALK_TRUST_REMOTE_CODE") or "0").strip().lower()
+    if text not in ("0", "1", "true", "false", "yes", "no"):
+        raise ValueError(f"EMOTALK_TRUST_REMOTE_CODE must be 1 or 0, got {text!r}")
+    return text in ("1", "true", "yes")
+
+
+def load_pipeline(model: str | None = None, trust_remote_code: bool = False):
+    """The ``emotional-talking-face`` pipeline on the GPU when there is one (on ZeroGPU: moved there per call).
+
+    ``model`` is a folder or Hub repo id (default: the embedded checkpoint). Folders written by
+    ``pipe.save_pretrained`` or the Hub export ship their own code: with ``trust_remote_code`` that code runs;
+    without it, their weights run on the installed EmoTalk code (their code is never executed).
+    """
     import torch
     from transformers import pipeline
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return pipeline(emotalk_pipeline.TASK, model=model or str(emotalk_pipeline.DEFAULT_CHECKPOINT), device=device)
+    model = model or str(emotalk_pipeline.DEFAULT_CHECKPOINT)
+    if trust_remote_code:
+        return pipeline(emotalk_pipeline.TASK, model=model, device=device, trust_remote_code=True)
+    return pipeline(
+        emotalk_pipeline.TASK,
+        model=model,
+        device=device,
+        trust_remote_code=False,
+        pipeline_class=emotalk_pipeline.EmotionalTalkingFacePipeline,
+    )
 
 
 def main() -> None:
@@ -463,7 +529,8 @@ def main() -> None:
     config = SpaceConfig.from_env()
     # Gradio caches examples under ./.gradio by default: keep them with the rest of the Space's files.
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(config.cache_dir / "cached_examples"))
-    demo = build_demo(load_pipeline(os.environ.get("EMOTALK_MODEL")), config)
+    pipe = load_pipeline(os.environ.get("EMOTALK_MODEL"), trust_remote_code=trust_remote_code_from_env())
+    demo = build_demo(pipe, config)
     demo.launch(**launch_options(config))
 
 

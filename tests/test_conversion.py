@@ -54,6 +54,7 @@ REMOTE_CODE = {
     "emotion.py",
     "motion.py",
     "video.py",
+    "hub_folder.py",  # the pipeline's save_pretrained imports it: a loaded folder can save itself again
 }
 EVAL_DOCUMENT = {
     "title": "EmoTalk evaluation",
@@ -115,9 +116,10 @@ def exported(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------------------- the exported folder
 def test_exported_folder_holds_exactly_the_hub_files(exported):
     files = {p.name for p in exported.iterdir()}
+    hub_files = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "provenance.json"}
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= files
     assert files >= REMOTE_CODE
-    assert not files - REMOTE_CODE - {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"}
+    assert not files - REMOTE_CODE - hub_files - {export_to_hub.MANIFEST}
     assert not {"__init__.py", "cli.py", "batch.py"} & files  # only what inference imports
     assert not [p for p in exported.iterdir() if p.is_dir()]
 
@@ -130,7 +132,7 @@ def test_config_has_auto_map_and_the_custom_pipeline_in_transformers_format(expo
         "AutoModel": "modeling_emotalk.EmoTalkModel",
     }
     ours = config["custom_pipelines"][emotalk_pipeline.TASK]
-    assert ours["default"] == {"model": [export_to_hub.DEFAULT_REPO_ID, None]}
+    assert ours["default"] == {"model": [export_to_hub.DEFAULT_REPO_ID, export_to_hub.default_revision()]}
     # what Pipeline.save_pretrained writes for the registered task (apart from the local default path)
     pipe = pipeline(emotalk_pipeline.TASK, model=str(tiny_composite))
     pipe.save_pretrained(tmp_path / "saved")
@@ -259,7 +261,7 @@ def test_exported_folder_works_where_the_project_is_not_installed(exported, astr
 def test_model_card_metadata_and_sections(exported):
     card = ModelCard.load(exported / "README.md")
     data = card.data
-    assert data.license == "apache-2.0"
+    assert data.license == "other"  # trained weights: the code's Apache-2.0 does not cover the data's terms
     assert data.library_name == "transformers"
     assert data.pipeline_tag == "image-to-video"
     assert {"talking-face", "audio-driven", "emotion", "emotional-talking-face"} <= set(data.tags)
@@ -273,7 +275,10 @@ def test_model_card_metadata_and_sections(exported):
     assert "Internal demo weights" in text  # the embedded default: stage 2 trained on the development media
     assert "Base model: none" in text
     assert "consent" in text and "watermark" in text and "Disclose" in text
-    assert 'pipeline("emotional-talking-face", model="emotalk/emotalk-default", trust_remote_code=True)' in text
+    assert (
+        'pipeline("emotional-talking-face", model="emotalk/emotalk-default", revision="v0.1.0", trust_remote_code=True)'
+        in text
+    )
 
 
 def test_model_card_provenance_and_not_evaluated(tiny_composite, tmp_path):

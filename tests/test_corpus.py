@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from emotalk_training import corpus
-from emotalk_training.teacher import VISEMES
+
+from recipes.default_model import corpus
+from recipes.default_model.teacher import VISEMES
 
 pocketsphinx = pytest.importorskip("pocketsphinx")
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian espeak-ng is not installed")

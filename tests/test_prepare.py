@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 from conftest import synthetic_speech
-from emotalk_pipeline.cli import main as cli_main
+from emotalk_cli import main as cli_main
 from emotalk_training.metadata import labels_for, parse_cremad, parse_mead, read_metadata_csv
 from emotalk_training.prepare import load_index
 from emotalk_training.tracking import interpolate_gaps, segments, smooth_landmarks

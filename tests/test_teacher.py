@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from emotalk_training.teacher import (
+
+from recipes.default_model.teacher import (
     EMOTIONS,
     MOUTH_PARAMS,
     ArticulationTeacher,
@@ -228,8 +229,8 @@ def test_teacher_landmarks_in_crop_space(teacher):
 
 
 def test_calibration_regression_recovers_bases():
-    from emotalk_training.calibrate_emotions import emotion_offsets, mouth_regression
-    from emotalk_training.teacher import mouth_width
+    from recipes.default_model.calibrate_emotions import emotion_offsets, mouth_regression
+    from recipes.default_model.teacher import mouth_width
 
     bases = TeacherBases.load()
     rest, open_basis, spread_basis = bases.rest, bases.basis["open"], bases.basis["spread"]
@@ -254,3 +255,32 @@ def test_calibration_regression_recovers_bases():
     assert np.abs(offsets[happy] - smile).max() < 0.02
     assert gains[happy] == pytest.approx(1.5, rel=0.1)
     assert np.allclose(offsets[0], 0.0) and gains[0] == 1.0
+
+
+def test_the_visemes_cover_exactly_the_training_phone_inventory():
+    from emotalk_training.phones import PHONES as INVENTORY
+    from emotalk_training.phones import normalize_phone
+
+    from recipes.default_model.teacher import VISEMES
+
+    assert set(VISEMES) == set(INVENTORY) and len(INVENTORY) == 40
+    assert tuple(sorted(VISEMES)) == INVENTORY  # the phone classifier's output order
+    assert [normalize_phone(p) for p in ("aa1", "AX", "sp", "M", "<sil>")] == ["AA", "AH", "SIL", "M", "SIL"]
+
+
+@pytest.mark.parametrize(
+    "script", ["corpus", "teacher_dataset", "calibrate_emotions", "evaluate_stage1", "evaluate_stage2", "stage2_grids"]
+)
+def test_recipe_scripts_run_from_the_repository_root(script):
+    """The documented commands: ``python -m recipes.default_model.<script>`` from the checkout, nothing installed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, "-m", f"recipes.default_model.{script}", "--help"]
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage:")

@@ -13,7 +13,8 @@ pytest.importorskip("skimage")
 
 from emotalk_training.data import LandmarkWindowDataset, ShardReader
 from emotalk_training.prepare import load_index
-from emotalk_training.teacher_dataset import main
+
+from recipes.default_model.teacher_dataset import main
 
 PHONES = [["SIL", 0.0, 0.2], ["M", 0.2, 0.35], ["AA", 0.35, 0.6], ["P", 0.6, 0.7], ["IY", 0.7, 1.0], ["SIL", 1.0, 1.3]]
 
@@ -77,7 +78,7 @@ def test_converts_corpus_to_a_stage1_dataset(corpus, tmp_path):
 
     # each clip's neutral reference is used instead of a random frame, and its phones are the phone target
     from emotalk_training.data import IGNORE_INDEX, load_clip_phones, load_clip_references
-    from emotalk_training.teacher import PHONES as INVENTORY
+    from emotalk_training.phones import PHONES as INVENTORY
 
     references = load_clip_references(output)
     assert set(references) == {c["id"] for c in index["clips"]}

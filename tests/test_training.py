@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -305,6 +306,80 @@ def test_checkpoint_resolution_ignores_partial_folders(tmp_path):
         resolve_checkpoint(tmp_path, "checkpoint-3")
 
 
+def test_the_training_package_holds_the_fine_tuning_product_only():
+    """The default-weights recipe lives in recipes/default_model: nothing in training/ imports it, nothing there
+    or in the recipe edits sys.path, and the installed package has no teacher."""
+    import ast
+    import importlib.util
+
+    assert importlib.util.find_spec("emotalk_training.teacher") is None
+    assert not (REPO / "training" / "resources").exists()
+    for folder in ("training", "recipes/default_model"):
+        for path in sorted((REPO / folder).glob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+            names += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+            if folder == "training":
+                assert not [n for n in names if "teacher" in n or "corpus" in n or n.startswith("recipes")], path
+            attributes = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "path"]
+            assert not [n for n in attributes if isinstance(n.value, ast.Name) and n.value.id == "sys"], path
+    code = "import sys, emotalk_training.data, emotalk_training.train_landmarks; print(sorted(m for m in sys.modules if 'teacher' in m or m.startswith('recipes')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def _fake_checkpoint(root: Path, step: int) -> Path:
+    """A checkpoint folder as ``save_checkpoint`` leaves it: safetensors, a torch archive, a pickle, the manifest."""
+    from emotalk_training.utils import write_checkpoint_manifest
+    from safetensors.torch import save_file
+
+    folder = root / f"checkpoint-{step}"
+    (folder / "generator").mkdir(parents=True)
+    save_file({"weight": torch.arange(64.0).reshape(8, 8)}, str(folder / "model.safetensors"))
+    save_file({"weight": torch.ones(4)}, str(folder / "generator" / "model.safetensors"))
+    torch.save({"step": step}, folder / "optimizer.bin")
+    (folder / "random_states_0.pkl").write_bytes(b"\x80\x04K\x01.")
+    write_checkpoint_manifest(folder)
+    return folder
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(int(path.stat().st_size * keep))
+
+
+@pytest.mark.parametrize(
+    "broken", ["model.safetensors", "generator/model.safetensors", "optimizer.bin", "random_states_0.pkl"]
+)
+def test_latest_skips_a_half_written_checkpoint_with_a_warning(tmp_path, caplog, broken):
+    from emotalk_training.utils import IncompleteCheckpointError, checkpoint_problem
+
+    older, newest = _fake_checkpoint(tmp_path, 2), _fake_checkpoint(tmp_path, 4)
+    assert checkpoint_problem(older) is None and checkpoint_problem(newest) is None
+    assert resolve_checkpoint(tmp_path, "latest") == newest
+    _truncate(newest / broken)
+    assert broken in checkpoint_problem(newest)
+    with caplog.at_level("WARNING", logger="emotalk_training.utils"):
+        assert resolve_checkpoint(tmp_path, "latest") == older
+    assert "checkpoint-4 is incomplete" in caplog.text and broken in caplog.text
+    with pytest.raises(IncompleteCheckpointError, match="checkpoint-4 is incomplete"):
+        resolve_checkpoint(tmp_path, "checkpoint-4")  # named explicitly: no silent fallback
+    _truncate(older / broken)
+    with pytest.raises(IncompleteCheckpointError, match="no complete checkpoint") as error:
+        resolve_checkpoint(tmp_path, "latest")
+    assert "checkpoint-2" in str(error.value) and "checkpoint-4" in str(error.value)
+
+
+def test_a_checkpoint_without_manifest_is_checked_by_structure(tmp_path):
+    from emotalk_training.utils import CHECKPOINT_MANIFEST, checkpoint_problem
+
+    folder = _fake_checkpoint(tmp_path, 2)
+    (folder / CHECKPOINT_MANIFEST).unlink()  # written by an older version
+    assert checkpoint_problem(folder) is None
+    _truncate(folder / "model.safetensors", 0.9)
+    assert "model.safetensors" in checkpoint_problem(folder)
+
+
 # ------------------------------------------------------------------------------------------------ accelerate launch
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
@@ -330,7 +405,7 @@ def test_aperture_loss_prefers_a_full_closure_a_frame_late_to_a_smeared_half_clo
 
 def test_phone_targets_follow_the_segments_and_the_loss_prefers_the_right_phones(dataset):
     from emotalk_training.data import IGNORE_INDEX
-    from emotalk_training.teacher import PHONES
+    from emotalk_training.phones import PHONES
 
     windows = LandmarkWindowDataset(dataset, window_frames=25, seed=0, samples_per_epoch=2)
     clips = {c["id"]: c for c in windows.clips}
@@ -497,6 +572,35 @@ def test_resume_after_a_kill_ends_with_the_weights_of_an_uninterrupted_run(
         a, b = _tensors(extra_state), _tensors(interrupted / "checkpoint-4" / extra_state.name)
         for name in a:
             torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=f"{extra_state.name}:{name}")
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_truncated(
+    tmp_path, dataset, tiny_models, accelerate_config
+):
+    output = tmp_path / "run"
+    command = launch_command(
+        accelerate_config,
+        "train_landmarks.py",
+        "--dataset_dir", str(dataset),
+        "--output_dir", str(output),
+        "--base_model", str(tiny_models["landmark"]),
+        "--max_train_steps", "4",
+        "--checkpointing_steps", "2",
+        "--validation_steps", "0",
+        "--report_to", "none",
+        *LANDMARK_ARGS,
+    )  # fmt: skip
+    run_launch(command)
+    assert [step for step, _ in list_checkpoints(output)] == [2, 4]
+    expected = _tensors(output / "model.safetensors")
+    _truncate(output / "checkpoint-4" / "landmark_model" / "model.safetensors")  # the stage's weights, half written
+    log = run_launch([*command, "--resume_from_checkpoint", "latest"])
+    assert "checkpoint checkpoint-4 is incomplete (landmark_model/model.safetensors" in log
+    assert "Resuming from checkpoint checkpoint-2" in log
+    actual = _tensors(output / "model.safetensors")
+    for name in expected:  # steps 3-4 trained again from checkpoint-2: the weights of the first run
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
+    assert resolve_checkpoint(output, "latest") == output / "checkpoint-4"  # rewritten complete
 
 
 def load_script(name: str):

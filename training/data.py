@@ -24,15 +24,14 @@ from torch.utils.data import Dataset
 
 from modeling_emotalk.configuration_emotalk import EMOTIONS
 
+from .phones import PHONE_IDS, normalize_phone
 from .prepare import load_index
-from .teacher import PHONES, normalize_phone
 
 SAMPLING_RATE = 16000
 PHONE_RATE = 100  # phone tracks: one label per 10 ms
 IGNORE_INDEX = -100  # unknown phone (cross-entropy ignore_index)
 CLIP_REFERENCES = "clip_references.npz"  # optional {clip id: (478, 3)} reference face per clip
 CLIP_PHONES = "clip_phones.json"  # optional {clip id: [[phone, start_s, end_s], ...]} (ARPAbet, no stress)
-PHONE_IDS = {phone: i for i, phone in enumerate(PHONES)}
 
 
 def load_clip_references(dataset_dir: str | Path) -> dict[str, np.ndarray]:
@@ -53,7 +52,7 @@ def load_clip_phones(dataset_dir: str | Path) -> dict[str, list]:
 def phone_track(segments: list, start_seconds: float, length: int) -> np.ndarray:
     """``(length,)`` phone ids at :data:`PHONE_RATE` from ``start_seconds``; :data:`IGNORE_INDEX` where unknown.
 
-    Ids index :data:`emotalk_training.teacher.PHONES`; labels are normalized (stress digits, aliases).
+    Ids index :data:`emotalk_training.phones.PHONES`; labels are normalized (stress digits, aliases).
     """
     times = start_seconds + (np.arange(length) + 0.5) / PHONE_RATE
     track = np.full(length, IGNORE_INDEX, dtype=np.int64)

@@ -45,7 +45,7 @@ from emotalk_training.losses import (
     velocity_l1,
     weighted_landmark_l1,
 )
-from emotalk_training.teacher import PHONES
+from emotalk_training.phones import PHONES
 from emotalk_training.utils import (
     checkpoint_step,
     default_base_model,

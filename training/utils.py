@@ -7,17 +7,23 @@ script per stage, as in diffusers' examples); what is here is plumbing around th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from modeling_emotalk.errors import EmoTalkInputError
+
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_MANIFEST = "checkpoint_complete.json"  # written last into a checkpoint: its files and their sizes
 STAGE_ATTRIBUTES = {"landmark": "landmark_model", "generator": "generator"}
 STAGE_MODEL_TYPES = {"landmark": "emotalk_landmark", "generator": "emotalk_generator"}
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -103,19 +109,117 @@ def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+class IncompleteCheckpointError(EmoTalkInputError):
+    """A checkpoint folder that cannot be resumed from (a file missing, truncated or corrupt)."""
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {
+        str(file.relative_to(folder)): file.stat().st_size
+        for file in sorted(folder.rglob("*"))
+        if file.is_file() and file.name != CHECKPOINT_MANIFEST
+    }
+
+
+def write_checkpoint_manifest(folder: str | Path) -> Path:
+    """Flush every file of a written checkpoint to disk, then record their sizes in ``checkpoint_complete.json``.
+
+    The manifest is written last: a folder without it, or whose files no longer have the recorded sizes, is
+    incomplete (:func:`checkpoint_problem`).
+    """
+    folder = Path(folder)
+    sizes = _file_sizes(folder)
+    for name in sizes:
+        with open(folder / name, "rb") as handle:
+            os.fsync(handle.fileno())
+    manifest = folder / CHECKPOINT_MANIFEST
+    temporary = manifest.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"files": sizes}, indent=1) + "\n")
+    os.replace(temporary, manifest)
+    return manifest
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why a safetensors or torch-zip file of a checkpoint is unreadable (None when its structure is sound)."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="np") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as error:
+            return str(error)
+    elif path.suffix in (".bin", ".pt") and not zipfile.is_zipfile(path):  # torch.save writes zip archives
+        return "not a complete torch.save archive"
+    return None
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``accelerator.load_state(path)`` would fail on this checkpoint folder; None when it looks complete.
+
+    Checked: the sizes recorded in ``checkpoint_complete.json`` (checkpoints of older versions have none), and
+    the structure of every safetensors file (header and length) and torch archive.
+    """
+    path = Path(path)
+    manifest = path / CHECKPOINT_MANIFEST
+    if manifest.is_file():
+        try:
+            recorded = json.loads(manifest.read_text())["files"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            return f"{CHECKPOINT_MANIFEST} is unreadable ({error})"
+        actual = _file_sizes(path)
+        for name, size in recorded.items():
+            if name not in actual:
+                return f"{name} is missing"
+            if actual[name] != size:
+                return f"{name} has {actual[name]} bytes, {size} were written"
+    for file in sorted(path.rglob("*")):
+        problem = _file_problem(file) if file.is_file() else None
+        if problem is not None:
+            return f"{file.relative_to(path)}: {problem}"
+    return None
+
+
 def resolve_checkpoint(output_dir: str | Path, resume_from_checkpoint: str | None) -> Path | None:
-    """``latest`` → the newest complete checkpoint of ``output_dir`` (None when there is none); else the path."""
+    """``latest`` → the newest complete checkpoint of ``output_dir`` (None when there is none); else the path.
+
+    With ``latest``, an incomplete newest checkpoint (see :func:`checkpoint_problem`) is skipped with a warning
+    in favour of the newest complete one; :class:`IncompleteCheckpointError` when every checkpoint is incomplete,
+    or when the checkpoint named explicitly is.
+    """
     if not resume_from_checkpoint:
         return None
     if resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1][1] if checkpoints else None
+        return _latest_complete(output_dir)
     path = Path(resume_from_checkpoint)
     if not path.is_dir():
         path = Path(output_dir) / resume_from_checkpoint
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint {resume_from_checkpoint!r} not found (nor in {output_dir})")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise IncompleteCheckpointError(
+            f"--resume_from_checkpoint {resume_from_checkpoint}: {path} is incomplete ({problem}); expected a "
+            "complete checkpoint folder: pass an older one, or 'latest' to pick the newest complete one"
+        )
     return path
+
+
+def _latest_complete(output_dir: str | Path) -> Path | None:
+    checkpoints = list_checkpoints(output_dir)
+    problems = []
+    for _, path in reversed(checkpoints):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        problems.append(f"{path.name}: {problem}")
+        logger.warning(f"checkpoint {path.name} is incomplete ({problem}): skipping it, trying an older one")
+    if problems:
+        raise IncompleteCheckpointError(
+            f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir} ({'; '.join(problems)}); "
+            "expected at least one: delete the broken checkpoint folders to start a new run"
+        )
+    return None
 
 
 def checkpoint_step(path: Path) -> int:
@@ -129,7 +233,8 @@ def checkpoint_step(path: Path) -> int:
 def save_checkpoint(accelerator: Any, output_dir: str | Path, step: int, total_limit: int | None, logger: Any) -> Path:
     """``accelerator.save_state`` into ``checkpoint-<step>``, atomically (a killed run never leaves half a checkpoint).
 
-    The state goes to a ``.partial`` folder that is renamed when every process has written its part; the oldest
+    The state goes to a ``.partial`` folder that is renamed when every process has written its part and the
+    main process has flushed it to disk and written its manifest (:func:`write_checkpoint_manifest`); the oldest
     checkpoints beyond ``total_limit`` are removed first (diffusers' ``--checkpoints_total_limit``).
     """
     root = Path(output_dir)
@@ -149,6 +254,7 @@ def save_checkpoint(accelerator: Any, output_dir: str | Path, step: int, total_l
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        write_checkpoint_manifest(partial)
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -241,6 +347,8 @@ def tensorboard_writer(accelerator: Any) -> Any | None:
 
 
 __all__ = [
+    "IncompleteCheckpointError",
+    "checkpoint_problem",
     "checkpoint_step",
     "default_base_model",
     "draw_landmarks",
@@ -253,5 +361,6 @@ __all__ = [
     "save_checkpoint",
     "save_png",
     "tensorboard_writer",
+    "write_checkpoint_manifest",
     "write_composite",
 ]

@@ -1,7 +1,8 @@
 """Stage-1 evaluation on held-out real speech: model vs teacher vs untrained default vs real videos.
 
-python outputs/stage1_eval/evaluate_stage1.py --rows model=outputs/stage1_candidate untrained=default teacher real \
-    --output outputs/stage1_eval [--max-seconds 10] [--emotion-clip ...]
+python -m recipes.default_model.evaluate_stage1 --rows model=outputs/stage1_candidate untrained=default teacher real \
+    --output outputs/stage1_eval [--corpus outputs/corpus] [--media ../shared/media] [--max-seconds 10] \
+    [--emotion-clip ...]
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-CORPUS = Path("outputs/corpus")
-MEDIA = Path("/work/shared/media/videos")
+DEFAULT_CORPUS = "outputs/corpus"  # written by recipes.default_model.corpus
+DEFAULT_MEDIA = str(
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "media"
+)  # talking videos in <media>/videos
 # held-out clips (never trained on) whose own talking video exists in the media folder, then audio-only ones
 WITH_VIDEO = {
     "real_EDTalk-test-data-mouth-source": "EDTalk__test_data__mouth_source.mp4",
@@ -30,14 +33,15 @@ AUDIO_ONLY = (
 EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
 
 
-def heldout() -> dict:
-    return {r["id"]: r for r in map(json.loads, (CORPUS / "heldout.jsonl").read_text().splitlines())}
+def heldout(corpus: Path) -> dict:
+    """The corpus's held-out records by clip id."""
+    return {r["id"]: r for r in map(json.loads, (corpus / "heldout.jsonl").read_text().splitlines())}
 
 
-def load_audio(record: dict, max_seconds: float) -> np.ndarray:
+def load_audio(corpus: Path, record: dict, max_seconds: float) -> np.ndarray:
     import soundfile
 
-    audio, _ = soundfile.read(str(CORPUS / record["audio"]), dtype="float32", always_2d=True)
+    audio, _ = soundfile.read(str(corpus / record["audio"]), dtype="float32", always_2d=True)
     return audio.mean(axis=1)[: int(max_seconds * 16000)]
 
 
@@ -51,9 +55,10 @@ def render_teacher(pipe, image, audio, phones, pose: str, seed: int = 0) -> tupl
     import math
 
     import torch
-    from emotalk_training.teacher import ArticulationTeacher
 
     from modeling_emotalk.landmarks import canonicalize, relocate
+
+    from .teacher import ArticulationTeacher
 
     inputs = pipe.preprocess({"image": image, "audio": {"array": audio, "sampling_rate": 16000}})
     face = inputs["face"]
@@ -147,6 +152,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", nargs="+", required=True, help="name=model_folder|default, teacher, real")
     parser.add_argument("--output", default="outputs/stage1_eval")
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS, help="the speech corpus folder (its heldout.jsonl)")
+    parser.add_argument("--media", default=DEFAULT_MEDIA, help="the development media (the real row's videos)")
     parser.add_argument("--max-seconds", type=float, default=10.0)
     parser.add_argument("--emotion-model", default=None, help="folder for the 8-label emotion test")
     parser.add_argument("--emotion-clip", default=AUDIO_ONLY[0])
@@ -162,7 +169,8 @@ def main() -> None:
     from transformers import pipeline
 
     image = data.astronaut()
-    records = heldout()
+    corpus, media = Path(args.corpus), Path(args.media) / "videos"
+    records = heldout(corpus)
     clips = args.clips or [*WITH_VIDEO, *AUDIO_ONLY]
     output = Path(args.output)
     results_path = output / "results.json"
@@ -188,13 +196,13 @@ def main() -> None:
                 continue
             start = time.time()
             record = records[clip]
-            audio = load_audio(record, args.max_seconds)
+            audio = load_audio(corpus, record, args.max_seconds)
             if name == "real":
                 if clip not in WITH_VIDEO:
                     continue
                 from emotalk_evaluation import evaluate_video
 
-                video = MEDIA / WITH_VIDEO[clip]
+                video = media / WITH_VIDEO[clip]
                 from emotalk_evaluation.video_io import probe
 
                 own = None if probe(video).has_audio else audio  # EDTalk's mouth_source.mp4 is silent: its wav
@@ -220,7 +228,7 @@ def main() -> None:
             save()
     if args.emotion_model:
         pipe = pipeline("emotional-talking-face", model=args.emotion_model)
-        audio = load_audio(records[args.emotion_clip], args.max_seconds)
+        audio = load_audio(corpus, records[args.emotion_clip], args.max_seconds)
         for label in EMOTIONS:
             key = f"emotion/{label}"
             if key in results:

@@ -1,7 +1,7 @@
 """Calibrate the articulation teacher on real media: displacement bases, emotion offsets, aperture statistics.
 
-    python -m emotalk_training.calibrate_emotions --media ../shared/media [--output training/resources/emotion_bases.npz]
-        [--cache /tmp/emotalk_mesh_cache]
+    python -m recipes.default_model.calibrate_emotions --media ../shared/media [--output recipes/default_model/resources/emotion_bases.npz]
+        [--cache outputs/mesh_cache]
 
 Everything written is derived statistics (a few 478×3 offset fields and percentiles), never media:
 
@@ -12,7 +12,7 @@ Everything written is derived statistics (a few 478×3 offset fields and percent
   points follow their eye (gaze is not an emotion here).
 - **Mouth bases** from real talking videos of the *training* split (see :data:`TALKING_TRAIN`): the canonical
   landmarks of every frame are regressed, within each video, on the inner-lip aperture and the mouth width
-  (both in :func:`emotalk_training.teacher.aperture` units: divided by the outer eye-corner distance), pooled over
+  (both in :func:`recipes.default_model.teacher.aperture` units: divided by the outer eye-corner distance), pooled over
   videos. The slopes, restricted to the lower face, are the *jaw-open* basis (per unit aperture) and the
   *spread* basis (per unit width; rounding is its negative). Lip protrusion, upper-lip raise and the labiodental
   lower-lip tuck are geometric bases on the calibrated template (MediaPipe's depth is too noisy to regress them).
@@ -373,7 +373,7 @@ def calibrate(media: Path, cache: Path | None, log=print) -> tuple[dict[str, np.
         if videos
     }
     info = {
-        "description": "Articulation-teacher calibration (emotalk_training.calibrate_emotions); derived statistics only.",
+        "description": "Articulation-teacher calibration (recipes.default_model.calibrate_emotions); derived statistics only.",
         "emotions": list(EMOTIONS),
         "actors": actors,
         "mead_clips": {f"{a}/{e}": p.name for (a, e), p in sorted(mead_paths.items())},
@@ -440,7 +440,7 @@ def calibrate(media: Path, cache: Path | None, log=print) -> tuple[dict[str, np.
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--media", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "media"))
+    parser.add_argument("--media", default=str(Path(__file__).resolve().parents[2] / ".." / "shared" / "media"))
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     parser.add_argument("--cache", default=None, help="folder for cached face-mesh tracks (.npz)")
     parser.add_argument("--track-only", action="store_true", help="only fill the cache")

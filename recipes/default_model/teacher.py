@@ -12,7 +12,7 @@ evaluation table. It is pure numpy and seeded:
    close over every /p b m/ (at least :data:`MIN_CLOSURE` seconds). Everything is shifted ``lead`` seconds
    earlier than the acoustic phone timings: the mouth moves before the sound it makes.
 3. **Displacement bases.** Mouth parameters become 478×3 canonical offsets through bases calibrated on real
-   talking videos (:mod:`emotalk_training.calibrate_emotions`): the jaw-open and spread/round bases are
+   talking videos (:mod:`recipes.default_model.calibrate_emotions`): the jaw-open and spread/round bases are
    regressions of real face-mesh tracks on the inner-lip aperture and the mouth width; protrusion, upper-lip
    raise and the lower-lip tuck are geometric. The closure is an exact operator (upper and lower inner-lip points
    meet, the rest of the lips and the surrounding skin follow smoothly). Aperture targets are in the units of
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from emotalk_training.phones import SILENCE, normalize_phone
 
 from modeling_emotalk.landmarks import (
     IRISES,
@@ -60,7 +61,6 @@ BASES_FILE = Path(__file__).resolve().parent / "resources" / "emotion_bases.npz"
 MOUTH_PARAMS = ("jaw", "spread", "round", "protrusion", "closure", "upper_raise", "lower_tuck")
 BILABIALS = frozenset({"P", "B", "M"})
 OPEN_VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY"})
-SILENCE = "SIL"
 
 # Aperture: the 7 central inner-lip pairs (as in the evaluation suite), over the outer eye-corner distance.
 APERTURE_UPPER = LIPS_INNER_UPPER[2:-2]
@@ -309,15 +309,6 @@ VISEMES: dict[str, tuple[Viseme, ...]] = {
     # rest: lips lightly together, slightly parted
     SILENCE: (_V(0.05, 0.0, strength=0.6, lip_strength=0.4),),
 }
-PHONES = tuple(sorted(VISEMES))
-_ALIASES = {"AX": "AH", "AXR": "ER", "IX": "IH", "UX": "UW", "EL": "L", "EM": "M", "EN": "N", "DX": "D", "Q": "T"}
-
-
-def normalize_phone(label: str) -> str:
-    """ARPAbet label without stress digits, upper case; silences, noises and unknown labels become ``SIL``."""
-    label = "".join(ch for ch in str(label).upper() if not ch.isdigit()).strip()
-    label = _ALIASES.get(label, label)
-    return label if label in VISEMES else SILENCE
 
 
 def as_segments(phones: Iterable[Any]) -> list[tuple[str, float, float]]:
@@ -338,7 +329,7 @@ def as_segments(phones: Iterable[Any]) -> list[tuple[str, float, float]]:
 
 @dataclass
 class TeacherBases:
-    """Calibrated statistics of the teacher (``training/resources/emotion_bases.npz``).
+    """Calibrated statistics of the teacher (``recipes/default_model/resources/emotion_bases.npz``).
 
     Attributes:
         template: ``(478, 3)`` the calibrated average face (MEAD actors' neutral medians), canonical.
@@ -367,13 +358,13 @@ class TeacherBases:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> TeacherBases:
-        """Load the calibration file (default: the one shipped in ``training/data``)."""
+        """Load the calibration file (default: ``recipes/default_model/resources/emotion_bases.npz``)."""
         import json
 
         path = Path(path) if path is not None else BASES_FILE
         if not path.is_file():
             raise FileNotFoundError(
-                f"teacher calibration not found at {path}; run `python -m emotalk_training.calibrate_emotions`"
+                f"teacher calibration not found at {path}; run `python -m recipes.default_model.calibrate_emotions`"
             )
         with np.load(path, allow_pickle=False) as data:
             info = json.loads(str(data["info"])) if "info" in data else {}

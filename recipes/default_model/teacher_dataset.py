@@ -1,12 +1,12 @@
 """Stage-1 dataset from the speech corpus and the articulation teacher (no talking-face video needed).
 
-    python -m emotalk_training.teacher_dataset --corpus outputs/corpus --output outputs/teacher_dataset \
-        [--faces /work/shared/media/photos ...] [--no-astronaut] [--limit N] [--seed 0] [--overwrite]
+    python -m recipes.default_model.teacher_dataset --corpus outputs/corpus --output outputs/teacher_dataset \
+        [--faces ../shared/media/photos ...] [--no-astronaut] [--limit N] [--seed 0] [--overwrite]
 
 Writes the dataset format of ``emotalk prepare`` (``index.json`` + ``shards/<id>.safetensors``, see
 ``training/README.md``), so ``training/train_landmarks.py`` trains on it unchanged. Per corpus clip:
 
-- ``landmarks`` ``(T, 478, 3)``: the teacher's motion (:func:`emotalk_training.teacher.teacher_landmarks`:
+- ``landmarks`` ``(T, 478, 3)``: the teacher's motion (:func:`recipes.default_model.teacher.teacher_landmarks`:
   visemes, coarticulation, bilabial closure, emotion offsets, head sway, blinks, gaze) relocated onto a reference
   face drawn from a pool of identities (crop-space landmarks of real portraits, detected once with
   :class:`modeling_emotalk.face_processing.FaceProcessor` and cached in ``<output>/references.npz``), with a small
@@ -36,14 +36,14 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from emotalk_training.data import CLIP_PHONES, CLIP_REFERENCES
+from emotalk_training.prepare import DATASET_FORMAT_VERSION, INDEX_NAME, _write_json, write_shard
 
 from modeling_emotalk.configuration_emotalk import EMOTIONS
-
-from .data import CLIP_PHONES, CLIP_REFERENCES
-from .prepare import DATASET_FORMAT_VERSION, INDEX_NAME, _write_json, write_shard
+from modeling_emotalk.errors import EmoTalkInputError
 
 SAMPLING_RATE = 16000
-DEFAULT_FACES = ("/work/shared/media/photos",)
+DEFAULT_FACES = (str(Path(__file__).resolve().parents[2] / ".." / "shared" / "media" / "photos"),)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -66,7 +66,7 @@ def detect_references(faces: list[str], astronaut: bool = True, crop_size: int =
     for name, image in images:
         try:
             face = processor(image)
-        except Exception as error:
+        except EmoTalkInputError as error:  # no face, an unreadable image: that portrait is left out
             print(f"no face in {name}: {type(error).__name__}: {error}", file=sys.stderr)
             continue
         landmarks.append(np.asarray(face.landmarks, dtype=np.float32))
@@ -207,7 +207,14 @@ def read_manifest(path: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ run
+def _content(settings: dict) -> dict:
+    """The settings that shape the shards (not ``generator``, the module name, which moved out of the package)."""
+    return {key: value for key, value in settings.items() if key != "generator"}
+
+
 def run(args: argparse.Namespace) -> int:
+    import soundfile
+
     from .teacher import ArticulationTeacher
 
     corpus, output = Path(args.corpus), Path(args.output)
@@ -228,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         "astronaut": not args.no_astronaut,
         "corpus": str(corpus.resolve()),
         "stage1_only": True,
-        "generator": "emotalk_training.teacher_dataset",
+        "generator": "recipes.default_model.teacher_dataset",
     }
     index_path = output / INDEX_NAME
     if args.overwrite and output.exists():
@@ -236,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
 
         shutil.rmtree(output)
     index = json.loads(index_path.read_text()) if index_path.is_file() else None
-    if index is not None and index.get("settings") != settings:
+    if index is not None and _content(index.get("settings") or {}) != _content(settings):
         print(f"{output} was written with other settings: pass --overwrite", file=sys.stderr)
         return 2
     if index is None:
@@ -263,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
             arrays, entry = convert_clip(
                 record, corpus, references, teacher, args.fps, args.seed, args.min_intensity, split
             )
-        except Exception as error:
+        except (OSError, ValueError, soundfile.LibsndfileError) as error:  # an unreadable or unusable clip
             print(f"skipped {record['id']}: {type(error).__name__}: {error}", file=sys.stderr)
             continue
         metadata = {**entry, "fps": args.fps, "crop_size": args.crop_size}
@@ -293,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", required=True, help="folder written by emotalk_training.corpus")
+    parser.add_argument("--corpus", required=True, help="folder written by recipes.default_model.corpus")
     parser.add_argument("--output", required=True, help="dataset folder (keep it outside the repository)")
     parser.add_argument("--faces", nargs="*", default=list(DEFAULT_FACES), help="portrait folders or files")
     parser.add_argument("--no-astronaut", action="store_true", help="do not add skimage.data.astronaut()")

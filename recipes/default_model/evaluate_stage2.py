@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Stage-2 acceptance on whole held-out clips: source = the clip's first frame, driving = its tracked landmarks.
 
-    python outputs/evaluate_stage2.py --dataset_dir outputs/stage2_data \
+    python -m recipes.default_model.evaluate_stage2 --dataset_dir outputs/stage2_data \
         --model warp=pipeline/checkpoints/emotalk-default --model trained=outputs/stage2_final \
-        --output outputs/stage2_eval.json --grids /tmp/stage2_grids
+        --output outputs/stage2_eval.json --grids outputs/stage2_grids
 
 --model NAME=folder: a composite EmoTalk folder or an emotalk_generator (save_pretrained) folder.
 
@@ -30,14 +30,10 @@ LIPS = sorted({61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 3
 
 
 def load_generator(folder: str):
-    from modeling_emotalk import EmoTalkGenerator, EmoTalkModel
+    """The generator of a composite EmoTalk folder or of an ``emotalk_generator`` (save_pretrained) folder."""
+    from emotalk_training.utils import load_stage
 
-    if (Path(folder) / "generator").is_dir() or "emotalk_generator" not in (Path(folder) / "config.json").read_text():
-        try:
-            return EmoTalkModel.from_pretrained(folder).generator.eval()
-        except Exception:
-            pass
-    return EmoTalkGenerator.from_pretrained(folder).eval()
+    return load_stage(folder, "generator").eval()
 
 
 def reconstruct(generator, crop, landmarks, driving, batch_size=8):
