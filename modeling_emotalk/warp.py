@@ -6,14 +6,16 @@ Everything is differentiable torch. Coordinates are normalized crop coordinates 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.nn import functional as F
 
 
 def identity_grid(height: int, width: int, device=None, dtype=None) -> torch.Tensor:
     """``(H, W, 2)`` normalized (x, y) coordinates of the pixel centres."""
-    ys = (torch.arange(height, device=device, dtype=dtype) * 2 + 1) / height - 1
-    xs = (torch.arange(width, device=device, dtype=dtype) * 2 + 1) / width - 1
+    ys = pixel_centres(height, device=device, dtype=dtype)
+    xs = pixel_centres(width, device=device, dtype=dtype)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([grid_x, grid_y], dim=-1)
 
@@ -53,6 +55,74 @@ def evaluate_tps(coefficients: torch.Tensor, control: torch.Tensor, points: torc
     return kernel @ coefficients[:, :num_points] + affine @ coefficients[:, num_points:]
 
 
+def pixel_centres(size: int, device=None, dtype=None) -> torch.Tensor:
+    """``(size,)`` normalized coordinates of the pixel centres along one axis (see :func:`identity_grid`)."""
+    return (torch.arange(size, device=device, dtype=dtype) * 2 + 1) / size - 1
+
+
+@functools.lru_cache(maxsize=64)
+def _resampling(size_out: int, size_image: int, flow_size: int, device: torch.device, dtype: torch.dtype):
+    # 1-D linear resampling matrices with F.interpolate's convention (align_corners=False); bilinear resizing of an
+    # image X is R @ X @ R.T. Built in float64 and composed once, outside inference mode (autograd may use them).
+    def linear(size_in: int, size: int) -> torch.Tensor:
+        eye = torch.eye(size_in, dtype=torch.float64)[:, None]
+        return F.interpolate(eye, size=size, mode="linear", align_corners=False)[:, 0].T  # (size, size_in)
+
+    with torch.inference_mode(False):
+        down = linear(size_image, size_out)  # image size → size_out (the identity when equal)
+        flow = down @ linear(flow_size, size_image)  # flow grid → image size → size_out
+        centres = down @ pixel_centres(size_image, dtype=torch.float64)  # = pixel_centres(size_out) in exact math
+        return flow.to(device, dtype), centres.to(device, dtype)
+
+
+def _tps_on_lattice(coefficients: torch.Tensor, control: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`evaluate_tps` at the ``size²`` pixel centres → ``(B, D, size, size)``.
+
+    On a lattice the squared distance to a control point is separable, ``(x - x_i)² + (y - y_i)²``, so the kernel
+    matrix is one broadcast sum and ``U(r²) = r² log r²`` (0 at 0) elementwise, with no pairwise-distance
+    matrix, square root or squaring.
+    """
+    num_points = control.shape[1]
+    axis = pixel_centres(size, device=control.device, dtype=control.dtype)
+    dx2 = (axis - control[..., 0, None]).square()  # (B, N, size)
+    dy2 = (axis - control[..., 1, None]).square()
+    squared = (dy2[..., :, None] + dx2[..., None, :]).flatten(2)  # (B, N, size²)
+    if torch.is_grad_enabled():
+        kernel = torch.xlogy(squared, squared)
+    else:  # the same U(r²) in place, with vectorized log and multiply (~2× faster than xlogy)
+        kernel = squared.clamp_min(1e-12).log_().mul_(squared)
+    values = coefficients[:, :num_points].transpose(1, 2) @ kernel  # (B, D, size²)
+    constant, slope_x, slope_y = coefficients[:, num_points:, :, None, None].unbind(1)  # (B, D, 1, 1) each
+    return values.unflatten(2, (size, size)) + constant + slope_x * axis + slope_y * axis[:, None]
+
+
+def landmark_flows(
+    source_landmarks: torch.Tensor,
+    driving_landmarks: torch.Tensor,
+    size: int,
+    sizes: tuple[int, ...] | list[int],
+    flow_size: int = 64,
+    regularization: float = 1e-3,
+) -> list[torch.Tensor]:
+    """:func:`landmark_flow` at ``size`` resized to each of ``sizes`` — ``[resize_grid(landmark_flow(...), s)]`` —
+    from one spline fit: every resize is linear, so each grid is two small matrix products on the coarse flow.
+
+    Args:
+        source_landmarks, driving_landmarks: ``(B, N, 2+)`` normalized crop coordinates (x, y first).
+        size: the image size the flow is defined at; ``sizes``: the sides of the returned ``(B, s, s, 2)`` grids.
+    """
+    source = source_landmarks[..., :2]
+    driving = driving_landmarks[..., :2]
+    coefficients = fit_tps(driving, source - driving, regularization)
+    displacement = _tps_on_lattice(coefficients, driving, flow_size)  # (B, 2, n, n)
+    grids = []
+    for side in sizes:
+        resample, centres = _resampling(side, size, flow_size, source.device, source.dtype)
+        flow = resample @ displacement @ resample.T  # (B, 2, side, side)
+        grids.append(torch.stack([flow[:, 0] + centres, flow[:, 1] + centres[:, None]], dim=-1))
+    return grids
+
+
 def landmark_flow(
     source_landmarks: torch.Tensor,
     driving_landmarks: torch.Tensor,
@@ -68,16 +138,7 @@ def landmark_flow(
     Args:
         source_landmarks, driving_landmarks: ``(B, N, 2+)`` normalized crop coordinates (x, y first).
     """
-    source = source_landmarks[..., :2]
-    driving = driving_landmarks[..., :2]
-    coefficients = fit_tps(driving, source - driving, regularization)
-    coarse = identity_grid(flow_size, flow_size, device=source.device, dtype=source.dtype)
-    displacement = evaluate_tps(coefficients, driving, coarse.flatten(0, 1).expand(source.shape[0], -1, -1))
-    displacement = displacement.unflatten(1, (flow_size, flow_size)).permute(0, 3, 1, 2)
-    if flow_size != size:
-        displacement = F.interpolate(displacement, size=(size, size), mode="bilinear", align_corners=False)
-    grid = identity_grid(size, size, device=source.device, dtype=source.dtype)
-    return grid + displacement.permute(0, 2, 3, 1)
+    return landmark_flows(source_landmarks, driving_landmarks, size, (size,), flow_size, regularization)[0]
 
 
 def resize_grid(grid: torch.Tensor, size: int) -> torch.Tensor:
@@ -97,15 +158,21 @@ def warp(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 def rasterize_landmarks(landmarks: torch.Tensor, groups: list[torch.Tensor], size: int, sigma: float) -> torch.Tensor:
     """Gaussian heat maps ``(B, G, size, size)``: channel g is the max over the points of group g.
 
+    ``max_i exp(-d_i² / 2σ²) = exp(-min_i d_i² / 2σ²)``, and the squared distance of a point to every pixel of
+    the grid is separable, ``d² = (x - x_i)² + (y - y_i)²``: a broadcast sum of a row and a column, with one
+    exponential per pixel and no dense point-to-pixel distance matrix. Returned in channels-last memory format.
+
     Args:
         landmarks: ``(B, N, 2+)`` normalized crop coordinates.
         groups: G index tensors into the N points.
         sigma: Gaussian radius in normalized units.
     """
-    grid = identity_grid(size, size, device=landmarks.device, dtype=landmarks.dtype).flatten(0, 1)  # (P, 2)
+    axis = pixel_centres(size, device=landmarks.device, dtype=landmarks.dtype)
     channels = []
     for index in groups:
         points = landmarks[:, index, :2]  # (B, n, 2)
-        squared = torch.cdist(points, grid.expand(points.shape[0], -1, -1)).square()  # (B, n, P)
-        channels.append(torch.exp(-squared.min(dim=1).values / (2 * sigma**2)))
-    return torch.stack(channels, dim=1).unflatten(-1, (size, size))
+        dx2 = (points[..., 0, None] - axis).square()  # (B, n, size)
+        dy2 = (points[..., 1, None] - axis).square()
+        channels.append((dy2[..., :, None] + dx2[..., None, :]).amin(dim=1))  # (B, size, size)
+    squared = torch.stack(channels, dim=-1)  # (B, size, size, G)
+    return torch.exp(squared / (-2 * sigma**2)).permute(0, 3, 1, 2)
