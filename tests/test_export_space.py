@@ -271,7 +271,28 @@ class _NoModel:
         raise AssertionError("the model must not run for a broken photo")
 
 
-def test_space_loads_saved_folders_with_their_code_only_when_told(app, tiny_folder, tmp_path, monkeypatch):
+def _isolate_remote_modules(request, cache: Path) -> None:
+    """Import remote code afresh from ``cache`` in this test; give later tests back the `transformers_modules` they had."""
+
+    def remote(name: str) -> bool:
+        return name.split(".")[0] == "transformers_modules"
+
+    before = {name: module for name, module in sys.modules.items() if remote(name)}
+
+    def restore() -> None:
+        for name in [name for name in sys.modules if remote(name)]:
+            del sys.modules[name]
+        sys.modules.update(before)
+        while str(cache) in sys.path:  # transformers appends its modules cache to sys.path
+            sys.path.remove(str(cache))
+
+    restore()
+    for name in before:
+        del sys.modules[name]
+    request.addfinalizer(restore)
+
+
+def test_space_loads_saved_folders_with_their_code_only_when_told(app, tiny_folder, tmp_path, monkeypatch, request):
     saved = pipeline(emotalk_pipeline.TASK, model=str(tiny_folder)).save_pretrained(tmp_path / "saved")
     installed = app.load_pipeline(str(saved))
     assert type(installed).__module__ == "emotalk_pipeline.pipeline_emotalk"
@@ -279,6 +300,9 @@ def test_space_loads_saved_folders_with_their_code_only_when_told(app, tiny_fold
     import transformers.dynamic_module_utils as dynamic
 
     monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    # transformers imports the remote code as the `transformers_modules` package found in that cache; forget
+    # it afterwards, or later tests in this process would look for their remote code in this test's tmp folder
+    _isolate_remote_modules(request, tmp_path / "modules")
     monkeypatch.setenv("EMOTALK_TRUST_REMOTE_CODE", "1")
     trusted = app.load_pipeline(str(saved), trust_remote_code=app.trust_remote_code_from_env())
     assert type(trusted).__module__.startswith("transformers_modules.")
