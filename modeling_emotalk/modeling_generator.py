@@ -151,7 +151,7 @@ def fat_block(
     return out if block.output_scale_factor == 1 else out / block.output_scale_factor
 
 
-def warp_references(images: torch.Tensor, grid: torch.Tensor, batch: int) -> torch.Tensor:
+def warp_references(images: torch.Tensor, grid: torch.Tensor, batch: int, padding_mode: str = "border") -> torch.Tensor:
     """Warp references ``(B_s, K, C, H, W)`` with per-frame grids ``(B * K, h, w, 2)`` → ``(B, K, C, h, w)``.
 
     Shared references (``B_s = 1``) are sampled once with the B frames' grids stacked along the grid's height:
@@ -159,10 +159,10 @@ def warp_references(images: torch.Tensor, grid: torch.Tensor, batch: int) -> tor
     """
     source_batch, refs = images.shape[:2]
     if source_batch == batch:
-        return warp(images.flatten(0, 1), grid).unflatten(0, (batch, refs))
+        return warp(images.flatten(0, 1), grid, padding_mode).unflatten(0, (batch, refs))
     height = grid.shape[1]
     folded = grid.unflatten(0, (batch, refs)).transpose(0, 1).flatten(1, 2)  # (K, B * h, w, 2)
-    return warp(images[0], folded).unflatten(2, (batch, height)).permute(2, 0, 1, 3, 4)
+    return warp(images[0], folded, padding_mode).unflatten(2, (batch, height)).permute(2, 0, 1, 3, 4)
 
 
 class EmoTalkGeneratorPreTrainedModel(PreTrainedModel):
@@ -362,7 +362,7 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             fused, level_weights = self.fuse[level](warped, condition64)
             warped_features.append(fused.contiguous(memory_format=CHANNELS_LAST))
             weights = level_weights if weights is None else weights
-        warped_image = warp_references(source.pixel_values, grid, batch)
+        warped_image = warp_references(source.pixel_values, grid, batch, padding_mode="reflection")
         if refs > 1:  # the finest level's per-pixel reference weights also fuse the images
             weights = F.interpolate(weights, size=(size, size), mode="bilinear", align_corners=False)
             warped_image = (weights.unsqueeze(2) * warped_image).sum(1)

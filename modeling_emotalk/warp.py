@@ -150,9 +150,14 @@ def resize_grid(grid: torch.Tensor, size: int) -> torch.Tensor:
     )
 
 
-def warp(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Backward-warp ``(B, C, H, W)`` with a normalized grid ``(B, h, w, 2)`` (border padding)."""
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+def warp(image: torch.Tensor, grid: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
+    """Backward-warp ``(B, C, H, W)`` with a normalized grid ``(B, h, w, 2)``.
+
+    ``padding_mode`` says what is sampled outside the crop: ``"border"`` repeats the edge pixel (fine for
+    feature maps), ``"reflection"`` mirrors the crop at its edge, which keeps hair and background textured
+    where the motion pulls content in from outside (a repeated edge row shows as streaks).
+    """
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
 def rasterize_landmarks(landmarks: torch.Tensor, groups: list[torch.Tensor], size: int, sigma: float) -> torch.Tensor:
