@@ -31,6 +31,9 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
+from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
+from emotalk_common.constants import SAMPLING_RATE
+from emotalk_common.video_io import load_image, read_audio, read_frames
 from emotalk_evaluation.expression import (
     COMPARABLE_EMOTIONS,
     EMOTALK_LABELS,
@@ -40,9 +43,7 @@ from emotalk_evaluation.expression import (
     top_class,
 )
 from emotalk_evaluation.report import to_jsonable
-from emotalk_evaluation.video_io import SAMPLING_RATE, load_audio, load_image, read_frames
 
-EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
 ASTRONAUT = "astronaut"
 MEAD_PATTERN = re.compile(r"(?P<actor>[MW]\d{3})_front_(?P<emotion>[a-z]+)_level(?P<level>\d)")
 
@@ -96,7 +97,7 @@ def load_portraits(paths: list[str] | None) -> dict[str, np.ndarray]:
 def demo_speech(seconds: float) -> np.ndarray:
     """The first ``seconds`` of the pipeline's bundled demo speech (16 kHz mono float32)."""
     path = files("emotalk_pipeline") / "assets" / "demo_speech.flac"
-    return load_audio(str(path), max_seconds=seconds)
+    return read_audio(str(path), max_seconds=seconds)
 
 
 def render(pipe, image: np.ndarray, audio: np.ndarray, emotion: str, args: argparse.Namespace) -> np.ndarray:

@@ -2,6 +2,7 @@
 
     python benchmarks/model_speed.py [--repeats 5] [--threads N] [--json out.json]
     python benchmarks/model_speed.py --reference-ref cc68c5c   # side by side with the stage 2 of that commit
+    python benchmarks/model_speed.py --reference-ref cc68c5c --psnr-ref 8c82e4b   # + PSNR against another commit
 
 Whole forward passes, no gradient, float32 on CPU (or CUDA when available). Stage 2 renders the astronaut
 photo (scikit-image) aligned by the face processor, driven by landmarks that open the mouth and raise the
@@ -9,7 +10,10 @@ brows. In the same run it prints the machine's ceiling (a 1024² float32 matmul)
 frame (``torch.utils.flop_counter.FlopCounterMode``: convolutions and matrix products) and the achieved
 GFLOP/s. With ``--reference-ref`` the generator code of that git commit (``modeling_emotalk/*.py`` read with
 ``git show`` into a temporary package) runs with the same weights: old and new are timed alternately (ABAB)
-so that load on the machine hits both alike, and the PSNR between their frames is printed.
+so that load on the machine hits both alike, and the PSNR between their frames is printed. ``--psnr-ref``
+adds the PSNR against further commits (untimed): e.g. the last commit before a deliberate change of output
+(cc68c5c repeats the edge pixel outside the crop where 25e728d mirrors it, which alone costs ~30 dB on this
+motion).
 """
 
 from __future__ import annotations
@@ -179,6 +183,14 @@ def stage2_side_by_side(
     return results
 
 
+def psnr_against(ref: str, new: torch.nn.Module, inputs) -> float:
+    """PSNR of ``new``'s frames (its default precision) against the stage 2 of commit ``ref``, same inputs."""
+    pixels, landmarks, driving = inputs
+    other = reference_generator(ref, new)
+    expected = other(source=other.encode_source(pixels, landmarks), driving_landmarks=driving).frames
+    return round(psnr(expected, new(source=new.encode_source(pixels, landmarks), driving_landmarks=driving).frames), 1)
+
+
 def load_model(checkpoint: str | None, device: str) -> EmoTalkModel:
     if checkpoint and Path(checkpoint).is_dir():
         return EmoTalkModel.from_pretrained(checkpoint).eval().to(device)
@@ -195,6 +207,7 @@ def main() -> None:
         "--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model folder (random weights if absent)"
     )
     parser.add_argument("--reference-ref", default=None, help="git commit whose stage 2 to time side by side")
+    parser.add_argument("--psnr-ref", nargs="*", default=[], help="git commits to compare the frames with (untimed)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--skip-stage1", action="store_true")
     args = parser.parse_args()
@@ -228,6 +241,8 @@ def main() -> None:
                 side = name.removesuffix("_frames_per_second")
                 row[f"{side}_gflops"] = round(flops[side.removesuffix("_float32")] * row[name], 1)
         results["stage2"] = {"gflop_per_frame": {k: round(v, 3) for k, v in flops.items()}, **stage2_results}
+        for ref in args.psnr_ref:
+            results["stage2"][f"new_psnr_db_vs_{ref}"] = psnr_against(ref, stage2, inputs)
         if not args.skip_stage1:
             canonical, frame = canonicalize(inputs[1])
             results["stage1"] = {}

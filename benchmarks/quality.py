@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from emotalk_common.constants import SAMPLING_RATE
+from emotalk_common.video_io import load_image, read_audio, read_frames
 from emotalk_evaluation.emotion import EMOTIONS, PROTOTYPES_FILE
 from emotalk_evaluation.evaluate import VideoEvaluation, evaluate_frames
 from emotalk_evaluation.report import COLUMNS, TABLE_NOTE, aggregate, markdown_table, write_report
-from emotalk_evaluation.video_io import SAMPLING_RATE, load_audio, load_image, read_frames
 
 DEFAULT_MEDIA = Path(__file__).resolve().parents[1] / ".." / "shared" / "media"
 STILL_FPS = 25.0
@@ -117,7 +118,7 @@ class Benchmark:
         clips = []
         for path in videos:
             frames, fps = read_frames(path, max_side=self.args.max_side, max_seconds=self.args.max_seconds)
-            audio = load_audio(path, max_seconds=len(frames) / fps)
+            audio = read_audio(path, max_seconds=len(frames) / fps)
             clips.append((path, frames, fps, audio))
         for index, (path, frames, fps, audio) in enumerate(clips):
             name = path.stem
@@ -143,7 +144,7 @@ class Benchmark:
         if ground_truth is not None:
             real, real_fps = ground_truth
             # Resample the ground truth to the generated frame rate (nearest earlier frame).
-            from emotalk_evaluation.video_io import resample_indices
+            from emotalk_common.video_io import resample_indices
 
             truth = real[resample_indices(len(real), real_fps, fps)]
         return self.evaluate(generated, fps, audio=audio, source_image=source, ground_truth=truth,
@@ -157,7 +158,7 @@ class Benchmark:
         photos, speech = spread(photos, count), spread(speech, count)
         for index, (photo, clip) in enumerate(zip(photos, speech, strict=True)):
             image = load_image(photo)
-            audio = load_audio(clip, max_seconds=self.args.max_seconds)
+            audio = read_audio(clip, max_seconds=self.args.max_seconds)
             emotion = emotions[index % len(emotions)]
             name = f"{photo.stem[:40]}×{clip.stem[:30]}"
             still = np.repeat(image[None], round(len(audio) / SAMPLING_RATE * STILL_FPS), axis=0)

@@ -31,7 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SAMPLING_RATE = 16000
+from emotalk_common.constants import SAMPLING_RATE
+
 AUDIO_HOP = 320  # stage 1 expects 50 Hz features at 16 kHz
 WEIGHT_FILES = (
     "model.safetensors",

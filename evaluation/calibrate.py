@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from emotalk_common.video_io import iter_frames
 
 from .emotion import EMOTIONS, PROTOTYPES_FILE, EmotionPrototypes, expression_features, parse_mead_name
 from .mesh import track_mesh
-from .video_io import iter_frames
 
 
 def clip_features(path: str | Path, stride: int = 1, max_side: int = 720) -> np.ndarray:

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
 
-EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
 PROTOTYPES_FILE = Path(__file__).resolve().parent / "data" / "emotion_prototypes.json"
 
 # Canonical frame: origin between the eye centres, x towards the subject's left eye, y down the face.

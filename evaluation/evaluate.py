@@ -13,17 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from emotalk_common.alignment import phone_segments
+from emotalk_common.constants import SAMPLING_RATE
+from emotalk_common.lip_measures import lip_opening_2d
+from emotalk_common.video_io import load_image, probe, read_audio, read_frames
 
 from . import emotion as emotion_module
 from . import identity as identity_module
 from .image_metrics import aligned_crop, mean_psnr, psnr, ssim
 from .landmarks68 import f_lmd, m_lmd, to_reference_scale, track_landmarks68
 from .lipsync import audio_envelope, lag_correlations, lipsync_scores
-from .mesh import lip_aperture, mesh_image, track_mesh
+from .mesh import mesh_image, track_mesh
 from .motion import eye_aspect_ratio, motion_scores
-from .phones import phone_segments
 from .sharpness import cpbd_available, cpbd_sharpness, mouth_sharpness
-from .video_io import SAMPLING_RATE, load_audio, load_image, probe, read_frames
 
 METRIC_GROUPS = ("lipsync", "identity", "emotion", "motion", "sharpness", "reference")
 IDENTITY_SAMPLES = 16
@@ -70,7 +72,7 @@ def lipsync_group(
     mesh: np.ndarray, audio: np.ndarray, fps: float, transcript: str | None = None, seed: int = 0
 ) -> tuple[dict, dict]:
     """Lip-sync proxy metrics and their signals for one video's mesh track and 16 kHz audio."""
-    aperture = lip_aperture(mesh)
+    aperture = lip_opening_2d(mesh)
     segments, method = phone_segments(audio, SAMPLING_RATE, transcript)
     envelope = audio_envelope(audio, SAMPLING_RATE, fps, len(aperture))
     scores = lipsync_scores(aperture, segments, envelope, fps, seed=seed)
@@ -273,9 +275,9 @@ def evaluate_video(
     info = probe(video)
     frames, fps = read_frames(video, max_side=max_side, max_seconds=max_seconds)
     if audio is None:
-        audio_array = load_audio(video, max_seconds=max_seconds) if info.has_audio else None
+        audio_array = read_audio(video, max_seconds=max_seconds) if info.has_audio else None
     elif isinstance(audio, (str, Path)):
-        audio_array = load_audio(audio, max_seconds=max_seconds)
+        audio_array = read_audio(audio, max_seconds=max_seconds)
     else:
         audio_array = np.asarray(audio, dtype=np.float32)
     truth = None

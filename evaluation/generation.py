@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from .video_io import SAMPLING_RATE
+from emotalk_common.constants import SAMPLING_RATE
 
 
 def load_pipeline(model: str | None = None, *, trust_remote_code: bool = False):

@@ -3,8 +3,8 @@
 All functions are pure and work on per-frame numpy signals:
 
 - ``aperture``: inner-lip opening per video frame, normalized by the inter-ocular distance
-  (:func:`emotalk_evaluation.mesh.lip_aperture`); NaN where the face was lost.
-- ``segments``: :class:`~emotalk_evaluation.phones.PhoneSegment` spans in seconds.
+  (:func:`emotalk_common.lip_measures.lip_opening_2d`); NaN where the face was lost.
+- ``segments``: :class:`~emotalk_common.alignment.PhoneSegment` spans in seconds.
 - ``envelope``: the audio's speech-band amplitude per video frame (:func:`audio_envelope`).
 
 Lag sign convention: ``lag = d`` means the aperture best matches the envelope when shifted by ``d``
@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-from .phones import BILABIALS, OPEN_VOWELS, PhoneSegment
+from emotalk_common.alignment import BILABIALS, OPEN_VOWELS, PhoneSegment
 
 CLOSURE_FRACTION = 0.15  # closed = below robust-min + 15 % of the aperture's robust range
 # A mouth whose aperture's robust range (2nd to 95th percentile) is below 2 % of the inter-ocular distance

@@ -131,8 +131,7 @@ def plot_lipsync(evaluation: VideoEvaluation, path: str | Path, seconds: float =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .phones import BILABIALS, OPEN_VOWELS
+    from emotalk_common.alignment import BILABIALS, OPEN_VOWELS
 
     fps = signals["fps"]
     aperture, envelope = np.asarray(signals["aperture"]), np.asarray(signals["envelope"])

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from emotalk_common.constants import SAMPLING_RATE
 
 from .errors import AudioLengthError, AudioReadError, EmoTalkInputError, InvalidAudioError, SilentAudioError
 
 __all__ = ["SAMPLING_RATE", "AudioProcessor", "LoadedAudio", "load_audio", "read_audio"]
 
-SAMPLING_RATE = 16000
 SILENCE_PEAK = 1e-4  # peak amplitude below which audio counts as silent
 SILENCE_RMS_DB = -60.0  # RMS level (dBFS) below which audio counts as silent
 _MAX_CHANNELS = 16

@@ -6,11 +6,12 @@ import difflib
 from dataclasses import fields
 from typing import Any
 
+from emotalk_common.constants import EMOTION_LABELS
 from transformers import GenerationConfig, PreTrainedConfig, Wav2Vec2Config
 from transformers.configuration_utils import SubConfigSpec
 
-EMOTIONS: tuple[str, ...] = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
-"""MEAD's eight emotion classes, in label-id order."""
+EMOTIONS = EMOTION_LABELS
+"""MEAD's eight emotion classes, in label-id order (:data:`emotalk_common.constants.EMOTION_LABELS`)."""
 
 # A wav2vec2-style encoder small enough for these CPUs: 7 conv layers (320× downsampling, 50 Hz at
 # 16 kHz) with 64 then 128 channels instead of 512, and a 4-layer 192-wide transformer. The first layer
@@ -91,6 +92,8 @@ class EmoTalkLandmarkConfig(_StrictConfig):
         identity_hidden_size (`int`): hidden width of the reference-landmark (identity) encoder.
         expression_basis_size (`int`): expression offsets are a learned linear basis of this rank.
         fps (`float`): default video frame rate; any rate works at inference.
+        photo_expression_components (`int`): expression directions the photo-expression estimator can remove
+            from a portrait (MEAD's seven emotions and the jaw opening; see `photo_expression.py`).
 
     Example:
 
@@ -112,12 +115,13 @@ class EmoTalkLandmarkConfig(_StrictConfig):
     dropout: float = 0.1
     audio_context_seconds: float = 0.5
     frame_context_seconds: float = 1.0
-    emotion_labels: tuple[str, ...] | list[str] = EMOTIONS
+    emotion_labels: tuple[str, ...] | list[str] = EMOTION_LABELS
     emotion_embedding_dim: int = 128
     num_landmarks: int = 478
     identity_hidden_size: int = 256
     expression_basis_size: int = 64
     fps: float = 25.0
+    photo_expression_components: int = 8
 
     @property
     def num_emotions(self) -> int:

@@ -7,6 +7,8 @@ received and what is expected.
 
 from __future__ import annotations
 
+from emotalk_common.exceptions import EmoTalkInputError  # the base class, shared with the torch-free layer
+
 __all__ = [
     "AudioLengthError",
     "AudioReadError",
@@ -18,10 +20,6 @@ __all__ = [
     "NoFaceError",
     "SilentAudioError",
 ]
-
-
-class EmoTalkInputError(ValueError):
-    """Base class of all the errors caused by an invalid user input."""
 
 
 class ImageReadError(EmoTalkInputError):

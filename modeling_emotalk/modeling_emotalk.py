@@ -35,6 +35,8 @@ WINDOW_SECONDS = 10.0
 """Stage 1 runs over windows of this length (its attention is local: longer windows only cost memory)."""
 OVERLAP_SECONDS = 1.0
 """Consecutive windows overlap by this much; the overlap is cross-faded linearly."""
+PhotoExpressionMode = Literal["replace", "keep"]
+"""What happens to the portrait's own expression: removed (``"replace"``) or kept under the motion (``"keep"``)."""
 _MOTION_KEYS = ("expression", "head_pose", "gaze", "blink", "emotion_weights")
 
 
@@ -74,15 +76,20 @@ class EmoTalkModel(PreTrainedModel):
         head_pose: torch.Tensor,
         gaze: torch.Tensor,
         blink: torch.Tensor,
+        *,
+        photo_expression: PhotoExpressionMode = "keep",
     ) -> torch.Tensor:
         """Motion → crop-space driving landmarks ``(B, T, 478, 3)`` float32, on the model's device.
 
         Args:
             source_landmarks: ``(B, 478, 3)`` the reference face in normalized crop coordinates.
             expression, head_pose, gaze, blink: ``(B, T, ...)`` as in :class:`EmoTalkLandmarkOutput`.
+            photo_expression: ``"replace"`` removes the reference face's own expression (a smile, an open
+                mouth) before the motion is applied; ``"keep"`` adds the motion to the face as it is.
         """
         as_float = lambda x: torch.as_tensor(x).to(device=self.device, dtype=torch.float32)  # noqa: E731
         canonical, frame = canonicalize(as_float(source_landmarks))
+        canonical = self._rest_face(canonical, photo_expression)
         return relocate(canonical, as_float(expression), as_float(head_pose), as_float(gaze), as_float(blink), frame)
 
     def predict_landmarks(
@@ -97,6 +104,7 @@ class EmoTalkModel(PreTrainedModel):
         num_frames: int | None = None,
         window_seconds: float | None = WINDOW_SECONDS,
         overlap_seconds: float = OVERLAP_SECONDS,
+        photo_expression: PhotoExpressionMode = "keep",
     ) -> EmoTalkLandmarkOutput:
         """Stage 1 over a whole clip: windows of ``window_seconds`` with seams cross-faded over ``overlap_seconds``.
 
@@ -112,6 +120,8 @@ class EmoTalkModel(PreTrainedModel):
             fps: video frame rate (default ``config.landmark_config.fps``). num_frames: default
                 ``ceil(N / 16000 * fps)``.
             window_seconds: ``None`` runs one window over the whole clip.
+            photo_expression: ``"replace"``: the reference face's own expression is estimated and removed, so
+                the predicted one replaces it (a smiling photo can become sad); ``"keep"``: added to it.
 
         Returns:
             float32 :class:`EmoTalkLandmarkOutput` on the model's device with ``landmarks`` ``(B, T, 478, 3)``
@@ -122,6 +132,7 @@ class EmoTalkModel(PreTrainedModel):
         reference = source_landmarks[:, 0] if source_landmarks.ndim == 4 else source_landmarks
         reference = reference.to(device=self.device, dtype=torch.float32)
         canonical, _ = canonicalize(reference)
+        canonical = self._rest_face(canonical, photo_expression)
         input_values = input_values.to(device=self.device, dtype=self.dtype)
         if attention_mask is not None:
             attention_mask = attention_mask.to(self.device)
@@ -150,9 +161,21 @@ class EmoTalkModel(PreTrainedModel):
         else:
             motion = _cross_faded(stage1, num_frames, fps, window, overlap_seconds, input_values.shape[1])
         motion["landmarks"] = self.compose_landmarks(
-            reference, motion["expression"], motion["head_pose"], motion["gaze"], motion["blink"]
+            reference,
+            motion["expression"],
+            motion["head_pose"],
+            motion["gaze"],
+            motion["blink"],
+            photo_expression=photo_expression,
         )
         return EmoTalkLandmarkOutput(**motion)
+
+    def _rest_face(self, canonical: torch.Tensor, photo_expression: PhotoExpressionMode) -> torch.Tensor:
+        if photo_expression == "keep":
+            return canonical
+        if photo_expression == "replace":
+            return self.landmark_model.photo_expression(canonical)
+        raise ValueError(f"photo_expression must be 'replace' or 'keep', got {photo_expression!r}")
 
     # ------------------------------------------------------------------------------------------ stage 2
     def render(

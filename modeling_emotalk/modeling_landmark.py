@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from emotalk_common.constants import SAMPLING_RATE
 from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel, Wav2Vec2Model
@@ -22,8 +23,8 @@ from transformers.utils import ModelOutput
 
 from .configuration_emotalk import EmoTalkLandmarkConfig
 from .landmarks import relocate
+from .photo_expression import PhotoExpression
 
-SAMPLING_RATE = 16000
 AUDIO_HOP = 320  # wav2vec2 feature stride in samples (50 Hz)
 AUDIO_RECEPTIVE_FIELD = 400
 MASK_VALUE = -1e4  # finite, so fully masked rows never produce NaN (and fp16-safe)
@@ -120,6 +121,9 @@ class EmoTalkLandmarkPreTrainedModel(PreTrainedModel):
         if getattr(module, "_small_init", False):
             init.normal_(module.weight, mean=0.0, std=HEAD_INIT_STD)
             init.zeros_(module.bias)
+        if isinstance(module, PhotoExpression):  # unfitted: removes nothing (a checkpoint without one keeps photos)
+            for buffer in (module.mean, module.estimator, module.directions):
+                init.zeros_(buffer)
         if isinstance(module, EmoTalkLandmarkModel):
             init.normal_(module.expression_basis, mean=0.0, std=0.02)
             init.normal_(module.emotion_embeddings, mean=0.0, std=0.5)
@@ -141,6 +145,8 @@ class EmoTalkLandmarkModel(EmoTalkLandmarkPreTrainedModel):
             nn.Linear(audio_hidden, hidden), nn.GELU(), nn.Linear(hidden, config.emotion_embedding_dim)
         )
         self.emotion_classifier = nn.Linear(config.emotion_embedding_dim, config.num_emotions)
+        # The portrait's own expression (a smile, an open mouth), removed before the requested one is applied.
+        self.photo_expression = PhotoExpression(config.photo_expression_components, config.num_landmarks)
 
         # Identity: the reference face's canonical landmarks.
         self.identity_encoder = nn.Sequential(

@@ -22,7 +22,7 @@ from typing import Any
 
 from modeling_emotalk.errors import EmoTalkInputError
 
-COLUMNS = ("image", "audio", "emotion", "intensity", "output")
+COLUMNS = ("image", "audio", "emotion", "intensity", "output", "reference_images")
 REPORT_NAME = "report.json"
 
 
@@ -97,6 +97,7 @@ def parse_row(row: Any, number: int, folder: Path) -> dict[str, Any]:
             raise EmoTalkInputError(
                 f"row {number}: intensity must be a number in [0, 1], got {intensity_text!r}"
             ) from err
+    references = _reference_images(row.get("reference_images"), number, folder)
     emotion = row.get("emotion") or "neutral"
     if not isinstance(emotion, str | dict | list):
         raise EmoTalkInputError(f"row {number}: emotion must be a label, a blend or a schedule, got {emotion!r}")
@@ -107,11 +108,32 @@ def parse_row(row: Any, number: int, folder: Path) -> dict[str, Any]:
         "emotion": emotion.strip() if isinstance(emotion, str) else emotion,
         "intensity": intensity,
         "output": _output_name(_text(row, "output", number), number, image),
+        "reference_images": references,
     }
 
 
+def _reference_images(value: Any, number: int, folder: Path) -> list[str]:
+    """The optional ``reference_images`` cell: ``;``-separated paths (or, in JSON lines, a list of paths)."""
+    from .pipeline_emotalk import MAX_REFERENCE_IMAGES
+
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        value = value.split(";")
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise EmoTalkInputError(
+            f"row {number}: reference_images must be ';'-separated paths or a list of paths, got {value!r}"
+        )
+    paths = [item.strip() for item in value if item.strip()]
+    if len(paths) > MAX_REFERENCE_IMAGES:
+        raise EmoTalkInputError(
+            f"row {number}: reference_images takes at most {MAX_REFERENCE_IMAGES} photos, got {len(paths)}"
+        )
+    return [str(folder / path) for path in paths]
+
+
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:
-    """Jobs of a ``.csv`` (header: image,audio[,emotion,intensity,output]) or ``.jsonl`` manifest.
+    """Jobs of a ``.csv`` (header: image,audio[,emotion,intensity,output,reference_images]) or ``.jsonl`` manifest.
 
     Relative media paths are resolved against the manifest's folder; ``output`` defaults to
     ``<row number>_<image stem>.mp4``. A malformed row becomes ``{"row": n, "error": message}``: it fails
@@ -154,16 +176,21 @@ def process_state():
 
 def _render(pipe, job: dict[str, Any], target: Path, overwrite: bool, call_kwargs: dict) -> str:
     """Render one job; returns "done" or "skipped"."""
-    from .emotion import parse_emotion_string
-    from .video import check_output_path
+    from emotalk_common.video_io import check_output_path
 
+    from .emotion import parse_emotion_string
+
+    references = job.get("reference_images") or []
+    inputs = (job["image"], job["audio"], *references)
     if target.exists() and not overwrite:
-        check_output_path(target, inputs=(job["image"], job["audio"]))  # an input named as output is an error
+        check_output_path(target, inputs=inputs)  # an input named as output is an error
         return "skipped"
     target.parent.mkdir(parents=True, exist_ok=True)
-    check_output_path(target, inputs=(job["image"], job["audio"]))
+    check_output_path(target, inputs=inputs)
     emotion = job["emotion"]
     emotion = parse_emotion_string(emotion) if isinstance(emotion, str) else emotion
+    if references:
+        call_kwargs = {**call_kwargs, "reference_images": references}
     video = pipe(job["image"], job["audio"], emotion=emotion, intensity=job["intensity"], **call_kwargs)
     video.save(target)
     return "done"

@@ -62,6 +62,13 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--intensity", type=float, default=1.0, help="emotion strength in [0, 1] (default 1)")
     parser.add_argument("--pose", type=_pose, default="natural", help="natural | still | a scale (default natural)")
+    parser.add_argument(
+        "--photo-expression",
+        choices=("replace", "keep"),
+        default="replace",
+        help="replace: remove the photo's own expression (e.g. a smile) so the emotion replaces it (default); "
+        "keep: add the emotion to the photo's expression",
+    )
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate in [1, 60] (default 25)")
     parser.add_argument("--no-paste-back", action="store_true", help="output the aligned face crop only")
     parser.add_argument("--no-blink", action="store_true", help="no procedural blinks")
@@ -78,11 +85,20 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``generate`` command's options (on the umbrella's sub-parser or a stand-alone parser)."""
     parser.description = "Portrait + speech -> MP4, or a manifest of such jobs. " + OUTPUT_POLICY
     parser.add_argument("--image", help="portrait photo")
+    parser.add_argument(
+        "--reference-image",
+        dest="reference_images",
+        action="append",
+        metavar="PATH",
+        help="another photo of the same person (repeatable, up to 4): stage 2 fuses the details of every photo, "
+        "--image stays the one animated (in a manifest: the optional 'reference_images' column, ';'-separated)",
+    )
     parser.add_argument("--audio", help="speech (wav, mp3, flac, ogg, m4a)")
     parser.add_argument("--output", help="output .mp4 (refused if it exists, unless --overwrite)")
     parser.add_argument(
         "--manifest",
-        help="a .csv/.jsonl of jobs: image,audio,emotion,intensity,output (outputs relative to --output-dir)",
+        help="a .csv/.jsonl of jobs: image,audio,emotion,intensity,output[,reference_images] (outputs relative to "
+        "--output-dir)",
     )
     parser.add_argument("--output-dir", help="folder for the manifest's videos (created if missing)")
     add_generation_options(parser)
@@ -105,6 +121,7 @@ def _call_kwargs(args: argparse.Namespace) -> dict:
         "emotion": parse_emotion_string(args.emotion),
         "intensity": args.intensity,
         "pose": args.pose,
+        "photo_expression": args.photo_expression,
         "fps": args.fps,
         "paste_back": not args.no_paste_back,
         "blink": not args.no_blink,
@@ -116,9 +133,21 @@ def _call_kwargs(args: argparse.Namespace) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+def check_reference_images(paths: list[str] | None) -> list[str]:
+    """``--reference-image`` paths: at most ``MAX_REFERENCE_IMAGES``, each an existing file (before the model loads)."""
+    from .pipeline_emotalk import MAX_REFERENCE_IMAGES
+
+    paths = list(paths or [])
+    if len(paths) > MAX_REFERENCE_IMAGES:
+        raise EmoTalkInputError(f"--reference-image takes at most {MAX_REFERENCE_IMAGES} photos, got {len(paths)}")
+    for number, path in enumerate(paths, start=1):
+        _check_input_file(path, f"reference image {number}")
+    return paths
+
+
 def _emotion_labels(model: str | None) -> tuple[str, ...] | None:
     """The model's emotion classes, read from a local config.json (None for a Hub id: checked after loading)."""
-    from modeling_emotalk.configuration_emotalk import EMOTIONS
+    from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
 
     from . import DEFAULT_CHECKPOINT
 
@@ -224,13 +253,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return _generate_manifest(args)
     if not (args.image and args.audio and args.output):
         raise EmoTalkInputError("generate needs --image, --audio and --output (or --manifest and --output-dir)")
-    from .video import check_output_path
+    from emotalk_common.video_io import check_output_path
 
     kwargs = _call_kwargs(args)
     check_emotion(args)
     _check_input_file(args.image, "image")
     _check_input_file(args.audio, "audio file")
-    output = check_output_path(args.output, inputs=(args.image, args.audio), overwrite=args.overwrite)
+    references = check_reference_images(args.reference_images)
+    if references:
+        kwargs["reference_images"] = references
+    inputs = (args.image, args.audio, *references)
+    output = check_output_path(args.output, inputs=inputs, overwrite=args.overwrite)
     check_model(args.model, args.trust_remote_code)
     check_device(args.device)
     with quiet_native_logs():
@@ -248,6 +281,11 @@ def _generate_manifest(args: argparse.Namespace) -> int:
 
     if not args.output_dir:
         raise EmoTalkInputError("--manifest needs --output-dir")
+    if args.reference_images:
+        raise EmoTalkInputError(
+            "--reference-image applies to --image only; give a manifest row its photos in its 'reference_images' "
+            "column (';'-separated paths)"
+        )
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise EmoTalkInputError(f"--output-dir {args.output_dir!r} is a file, expected a folder")
@@ -260,7 +298,7 @@ def _generate_manifest(args: argparse.Namespace) -> int:
     state = process_state()
     args.device = args.device or str(state.device)  # one device per process under accelerate
     output_dir.mkdir(parents=True, exist_ok=True)
-    from .video import check_writable
+    from emotalk_common.video_io import check_writable
 
     check_writable(output_dir)
 
@@ -283,8 +321,9 @@ def _generate_manifest(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``emotalk demo``: the bundled portrait and speech."""
+    from emotalk_common.video_io import check_output_path
+
     from . import ASSETS
-    from .video import check_output_path
 
     kwargs = _call_kwargs(args)
     check_emotion(args)

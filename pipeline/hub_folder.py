@@ -39,9 +39,9 @@ PIPELINE_CLASS = "EmotionalTalkingFacePipeline"
 MANIFEST = ".emotalk_export.json"
 PROVENANCE_FILE = "provenance.json"
 # Import names of this project: none of them may remain as an absolute import in the remote code.
-PROJECT_PACKAGES = ("modeling_emotalk", "emotalk_pipeline", "emotalk_training", "emotalk_evaluation")
+PROJECT_PACKAGES = ("modeling_emotalk", "emotalk_pipeline", "emotalk_training", "emotalk_evaluation", "emotalk_common")
 # The packages whose modules may be copied into the remote code (the others are never needed by inference).
-FLATTENABLE_PACKAGES = ("modeling_emotalk", "emotalk_pipeline")
+FLATTENABLE_PACKAGES = ("modeling_emotalk", "emotalk_pipeline", "emotalk_common")
 # Branch names move: a pinned revision is a tag or a commit sha.
 MOVING_REVISIONS = ("main", "master", "head", "dev", "develop")
 

@@ -13,31 +13,43 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from emotalk_common.video_io import check_output_path, write_mp4
 from tqdm.auto import tqdm
 from transformers import Pipeline
 
 from modeling_emotalk.audio_processing import SAMPLING_RATE, AudioProcessor, read_audio
 from modeling_emotalk.errors import EmoTalkInputError, ImageReadError
 from modeling_emotalk.face_processing import FaceCrop, FaceProcessor
+from modeling_emotalk.processing_emotalk import EmoTalkProcessor
 
 from .emotion import emotion_weights, validate_emotion
 from .motion import audio_energy, blink_track, gaze_saccades, head_sway
-from .video import check_output_path, write_mp4
 
 FPS_RANGE = (1.0, 60.0)
 INTENSITY_RANGE = (0.0, 1.0)
 POSE_SCALE_RANGE = (0.0, 3.0)
 MAX_FRAME_BATCH = 256
+MAX_REFERENCE_IMAGES = 4
+"""Most extra photos of the same person (``reference_images``): each adds one encoded source to every frame."""
 """Largest ``batch_size`` (frames per stage-2 call): beyond it memory grows with no speed gain."""
+RENDER_AHEAD = 2
+"""Frame batches a background thread renders ahead while the caller pastes back and encodes; 0 renders in the
+caller's thread. Peak memory grows by at most ``RENDER_AHEAD + 1`` batches of crops, whatever the duration."""
 OUTPUT_TYPES = ("uint8", "np", "pil")
+PHOTO_EXPRESSION_MODES = ("replace", "keep")
+"""``"replace"``: the portrait's own expression (a smile) is removed before the requested one is applied;
+``"keep"``: the requested emotion is added to the portrait's expression as it is."""
 """``frames`` as ``(T, H, W, 3)`` uint8, as ``(T, H, W, 3)`` float32 in [0, 1] (diffusers' "np"), or a list
 of PIL images; the last two are what ``diffusers.utils.export_to_video`` takes."""
 _UNSET = object()
@@ -163,7 +175,9 @@ class EmotionalTalkingFacePipeline(Pipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.face_processor = FaceProcessor(crop_size=int(self.model.config.crop_size))
+        if not isinstance(self.processor, EmoTalkProcessor):  # the face settings saved beside the weights
+            self.processor = EmoTalkProcessor.for_model(self.model, feature_extractor=self.feature_extractor)
+        self.face_processor: FaceProcessor = self.processor.face_processor
         self.audio_processor = AudioProcessor(self.feature_extractor, max_seconds=None)  # min_seconds, extractor
 
     @property
@@ -174,6 +188,7 @@ class EmotionalTalkingFacePipeline(Pipeline):
         """Write a self-contained Hub folder (model, preprocessor, pipeline code) to ``save_directory``."""
         from .hub_folder import write_pipeline_folder
 
+        kwargs.setdefault("preprocessor", self.processor)  # the feature extractor and the face settings
         return write_pipeline_folder(self.model, save_directory, **kwargs)
 
     # -------------------------------------------------------------------------------------- parameters
@@ -191,6 +206,8 @@ class EmotionalTalkingFacePipeline(Pipeline):
                 ``[(0.0, "neutral"), (2.5, "happy")]``. Default "neutral".
             intensity: emotion strength in [0, 1]. Default 1.0.
             pose: "natural" (model + seeded sway), "still" (no head motion) or a scale of "natural" in [0, 3].
+            photo_expression: "replace" (default: the photo's own expression, e.g. a smile, is removed so that
+                the requested emotion replaces it) or "keep" (the emotion is added to the photo's expression).
             blink: add seeded blinks (2–6 s apart). gaze: add seeded gaze saccades. (``True`` / ``False``.)
             fps: video frame rate in [1, 60]. Default 25.
             paste_back: paste the generated face into the full photo (True) or return the aligned crops.
@@ -199,6 +216,10 @@ class EmotionalTalkingFacePipeline(Pipeline):
             sampling_rate: rate of an array ``audio``. max_audio_seconds: longest accepted audio.
             output_type: "uint8" (default), "np" or "pil": the form of ``output.frames``.
             progress: show a progress bar over frames.
+            reference_images: up to 4 more photos of the same person (a list of anything ``image`` accepts).
+                Each is face-detected and aligned like ``image``, and stage 2 fuses all the references per
+                pixel (details the first photo lacks, e.g. teeth or an ear, can come from another one); the
+                first photo stays the one animated and pasted back: its pose and landmarks drive the video.
 
         Numbers must be real numbers (Python or numpy), integers integers, flags bools: strings are refused.
         """
@@ -222,6 +243,8 @@ class EmotionalTalkingFacePipeline(Pipeline):
         max_audio_seconds: float | None = None,
         output_type: str | None = None,
         progress: bool | None = None,
+        photo_expression: str | None = None,
+        reference_images: Any = None,
         **unknown,
     ):
         """Validate what was given (cheap, before any heavy work); defaults live in the stage signatures."""
@@ -237,6 +260,12 @@ class EmotionalTalkingFacePipeline(Pipeline):
             forward["fps"] = _number("fps", fps, *FPS_RANGE)
         if pose is not None:
             forward["pose_scale"] = _pose_scale(pose)
+        if photo_expression is not None:
+            if photo_expression not in PHOTO_EXPRESSION_MODES:
+                raise EmoTalkInputError(
+                    f"photo_expression must be one of {', '.join(PHOTO_EXPRESSION_MODES)}, got {photo_expression!r}"
+                )
+            forward["photo_expression"] = photo_expression
         for name, value, stage in (("blink", blink, forward), ("gaze", gaze, forward)):
             if value is not None:
                 stage[name] = _flag(name, value)
@@ -250,6 +279,8 @@ class EmotionalTalkingFacePipeline(Pipeline):
             postprocess["batch_size"] = _integer(
                 "batch_size", frame_batch_size, 1, MAX_FRAME_BATCH, f"a positive integer up to {MAX_FRAME_BATCH}"
             )
+        if reference_images is not None:
+            preprocess["reference_images"] = _reference_list(reference_images)
         if face_index is not None:
             preprocess["face_index"] = _integer("face_index", face_index, 0, 2**31, "a non-negative integer")
         if sampling_rate is not None:
@@ -263,11 +294,14 @@ class EmotionalTalkingFacePipeline(Pipeline):
         return preprocess, forward, postprocess
 
     # ------------------------------------------------------------------------------------------ stages
-    def preprocess(self, inputs: dict, face_index=None, sampling_rate=None, max_audio_seconds=None) -> dict:
+    def preprocess(
+        self, inputs: dict, face_index=None, sampling_rate=None, max_audio_seconds=None, reference_images=()
+    ) -> dict:
         if max_audio_seconds is None:
             max_audio_seconds = float(self.model.config.max_audio_seconds)
         image = self.face_processor.load_image(_resolve_image(inputs["image"]))
         face = self.face_processor(image, face_index=face_index)
+        references = [self._reference_face(number, item) for number, item in enumerate(reference_images, start=1)]
         audio = read_audio(
             inputs["audio"], sampling_rate, max_seconds=max_audio_seconds, min_seconds=self.audio_processor.min_seconds
         )
@@ -275,11 +309,20 @@ class EmotionalTalkingFacePipeline(Pipeline):
         return {
             "image": image,
             "face": face,
+            "references": references,
             "audio": audio.samples,
             "original_audio": audio.original,
             "original_sampling_rate": audio.original_sampling_rate,
             "input_values": features["input_values"],
         }
+
+    def _reference_face(self, number: int, image: Any) -> FaceCrop:
+        """Reference photo ``number`` (1-based in ``reference_images``), aligned like the portrait; its errors say
+        which reference failed (same error class)."""
+        try:
+            return self.face_processor(self.face_processor.load_image(_resolve_image(image)), face_index=0)
+        except EmoTalkInputError as err:
+            raise type(err)(f"reference image {number} (reference_images[{number - 1}]): {err}") from err
 
     def _forward(
         self,
@@ -291,6 +334,7 @@ class EmotionalTalkingFacePipeline(Pipeline):
         gaze=True,
         fps=25.0,
         seed=None,
+        photo_expression="replace",
     ) -> dict:
         face: FaceCrop = inputs["face"]
         audio: np.ndarray = inputs["audio"]
@@ -308,13 +352,17 @@ class EmotionalTalkingFacePipeline(Pipeline):
             num_frames=num_frames,
             window_seconds=self.window_seconds,
             overlap_seconds=self.overlap_seconds,
+            photo_expression=photo_expression,
         )
         head_pose, gazes, blinks = _procedural_motion(
             motion, audio, fps, np.random.default_rng(seed), pose_scale, blink, gaze
         )
-        landmarks = self.model.compose_landmarks(source_landmarks, motion.expression, head_pose, gazes, blinks)
+        landmarks = self.model.compose_landmarks(
+            source_landmarks, motion.expression, head_pose, gazes, blinks, photo_expression=photo_expression
+        )
         return {
             **{key: inputs[key] for key in ("image", "face", "audio", "original_audio", "original_sampling_rate")},
+            "references": inputs.get("references", []),
             "landmarks": landmarks[0],
             "emotion_weights": motion.emotion_weights[0],
             "fps": fps,
@@ -329,12 +377,16 @@ class EmotionalTalkingFacePipeline(Pipeline):
         landmarks = torch.as_tensor(outputs["landmarks"])
         model, face_processor = self.model, self.face_processor
 
+        pixel_values, source_landmarks = _source_tensors([face, *outputs.get("references", [])])
+
         def render() -> Iterator[np.ndarray]:
-            batches = model.render(
-                torch.from_numpy(face.crop).permute(2, 0, 1), torch.from_numpy(face.landmarks), landmarks, batch_size
-            )
-            with tqdm(total=len(landmarks), unit="frame", desc="rendering", disable=not progress) as bar:
-                for crops in _inference_batches(batches):
+            batches = model.render(pixel_values, source_landmarks, landmarks, batch_size)
+            rendered = _rendered_ahead(_inference_batches(batches), RENDER_AHEAD)  # stage 2 in a thread
+            with (
+                closing(rendered),
+                tqdm(total=len(landmarks), unit="frame", desc="rendering", disable=not progress) as bar,
+            ):
+                for crops in rendered:
                     crops = crops.numpy()
                     yield face_processor.paste_back(image, crops, face) if paste_back else crops
                     bar.update(len(crops))
@@ -373,6 +425,33 @@ def _pair_inputs(image: Any, audio: Any) -> dict | list[dict]:
     return {"image": image, "audio": audio}
 
 
+def _reference_list(reference_images: Any) -> tuple:
+    """``reference_images`` as a tuple of at most :data:`MAX_REFERENCE_IMAGES` image inputs (not read yet)."""
+    if not isinstance(reference_images, (list, tuple)):
+        raise EmoTalkInputError(
+            f"reference_images must be a list of up to {MAX_REFERENCE_IMAGES} images (paths, PIL images or "
+            f"arrays), got {type(reference_images).__name__}"
+        )
+    if len(reference_images) > MAX_REFERENCE_IMAGES:
+        raise EmoTalkInputError(
+            f"reference_images takes at most {MAX_REFERENCE_IMAGES} extra photos, got {len(reference_images)}"
+        )
+    for number, item in enumerate(reference_images, start=1):
+        if item is None:
+            raise EmoTalkInputError(f"reference image {number} (reference_images[{number - 1}]) is None")
+    return tuple(reference_images)
+
+
+def _source_tensors(faces: list[FaceCrop]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The portrait (first) and the reference crops: ``(3, S, S)`` uint8 and ``(478, 3)`` for one face, else
+    ``(1, K, 3, S, S)`` uint8 and ``(1, K, 478, 3)`` float32."""
+    pixels = torch.from_numpy(np.stack([f.crop for f in faces])).permute(0, 3, 1, 2)
+    landmarks = torch.from_numpy(np.stack([f.landmarks for f in faces]))
+    if len(faces) == 1:
+        return pixels[0], landmarks[0]
+    return pixels[None], landmarks[None]
+
+
 def _resolve_image(image: Any) -> Any:
     """URLs and base64 strings (raw or ``data:image/...``) → PIL through ``transformers.image_utils.load_image``."""
     if not isinstance(image, str) or os.path.exists(image):
@@ -386,6 +465,70 @@ def _resolve_image(image: Any) -> Any:
             shown = image if len(image) <= 80 else f"{image[:60]}... ({len(image)} characters)"
             raise ImageReadError(f"cannot read an image from {shown!r}: {type(err).__name__}") from err
     return image
+
+
+def _rendered_ahead(items: Iterator[Any], ahead: int) -> Iterator[Any]:
+    """The items of ``items``, produced in a background thread up to ``ahead`` items before they are consumed.
+
+    Stage 2 (torch releases the GIL) then overlaps the caller's paste-back and encoding. An exception raised by
+    ``items`` is re-raised here; when the consumer stops (the generator closed, an error, KeyboardInterrupt or
+    SystemExit), the thread finishes the item in progress, closes ``items`` and is joined before this returns.
+    ``ahead=0`` iterates in the caller's thread (the sequential reference).
+    """
+    if ahead <= 0:
+        yield from items
+        return
+    ready: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    thread = threading.Thread(target=_produce, args=(items, ready, stop), name="emotalk-render", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = ready.get()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                return
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a pending put, then wait for the item in progress
+            _drain(ready)
+            thread.join(timeout=0.05)
+
+
+def _produce(items: Iterator[Any], ready: queue.Queue, stop: threading.Event) -> None:
+    """The background side of :func:`_rendered_ahead`: ``("item", x)``… then ``("done", None)`` or ``("error", e)``."""
+    try:
+        for item in items:
+            if not _offer(ready, stop, ("item", item)):
+                return
+        _offer(ready, stop, ("done", None))
+    except BaseException as error:  # handed to the consumer, which re-raises it
+        _offer(ready, stop, ("error", error))
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
+def _offer(ready: queue.Queue, stop: threading.Event, message: tuple[str, Any]) -> bool:
+    """Put ``message`` unless the consumer has stopped; returns whether it was put."""
+    while not stop.is_set():
+        try:
+            ready.put(message, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _drain(ready: queue.Queue) -> None:
+    while True:
+        try:
+            ready.get_nowait()
+        except queue.Empty:
+            return
 
 
 def _inference_batches(batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
@@ -448,4 +591,11 @@ def _flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
-__all__ = ["MAX_FRAME_BATCH", "OUTPUT_TYPES", "EmotionalTalkingFacePipeline", "TalkingFaceOutput", "check_output_path"]
+__all__ = [
+    "MAX_FRAME_BATCH",
+    "MAX_REFERENCE_IMAGES",
+    "OUTPUT_TYPES",
+    "EmotionalTalkingFacePipeline",
+    "TalkingFaceOutput",
+    "check_output_path",
+]

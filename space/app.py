@@ -32,6 +32,7 @@ import emotalk_pipeline
 import gradio as gr
 import numpy as np
 from emotalk_pipeline.emotion import is_auto, parse_emotion_string, validate_emotion
+from emotalk_pipeline.pipeline_emotalk import MAX_REFERENCE_IMAGES
 from PIL import Image, ImageDraw
 
 from modeling_emotalk import landmarks as lm
@@ -138,6 +139,8 @@ def _readable(err: Exception, *paths: str | None) -> str:
 
 def _title(err: EmoTalkInputError) -> str:
     """The error pop-up's title: which input to fix."""
+    if str(err).startswith("reference image"):  # the pipeline's prefix for the extra photos
+        return "More photos"
     if isinstance(err, (NoFaceError, FaceTooSmallError, ImageReadError, ImageSizeError)):
         return "Portrait"
     if isinstance(err, (AudioReadError, AudioLengthError, InvalidAudioError, SilentAudioError)):
@@ -183,6 +186,28 @@ def read_portrait(portrait: str | np.ndarray, max_size: int) -> tuple[np.ndarray
     with Image.open(portrait) as header:  # readable: read_image_file just decoded it
         downscaled = max(header.size) > max_size
     return image, downscaled
+
+
+def read_reference_photos(photos: list[str] | None, max_size: int) -> list[np.ndarray]:
+    """The optional extra photos of the same person, each read like the portrait (:func:`read_portrait`).
+
+    Raises ``gr.Error`` (titled "More photos") naming the photo for too many photos or an unreadable one.
+    """
+    photos = [photo for photo in photos or [] if photo]
+    if len(photos) > MAX_REFERENCE_IMAGES:
+        raise gr.Error(
+            f"Add at most {MAX_REFERENCE_IMAGES} more photos of the same person, got {len(photos)}.",
+            title="More photos",
+        )
+    images = []
+    for number, photo in enumerate(photos, start=1):
+        try:
+            images.append(read_portrait(photo, max_size)[0])
+        except EmoTalkInputError as err:
+            path = photo if isinstance(photo, str) else None
+            message = _readable(err, path)
+            raise gr.Error(f"Reference image {number}: {message}", title="More photos", print_exception=False) from err
+    return images
 
 
 def _prune(folder: Path, max_age: float) -> None:
@@ -260,7 +285,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
     """The EmoTalk page around a loaded ``emotional-talking-face`` pipeline (``launch()`` it with :func:`launch_options`).
 
     Its API endpoint ``/generate`` takes (portrait, speech, emotion, intensity, emotion_schedule, head_motion,
-    blink, paste_back, landmark_preview, seed) and returns (video path, landmark preview or None, details).
+    blink, paste_back, landmark_preview, seed, reference_photos) and returns (video path, landmark preview or None, details).
     """
     config = config or SpaceConfig()
     labels = tuple(pipe.emotion_labels)
@@ -289,6 +314,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
         paste_back: bool = True,
         landmark_preview: bool = False,
         seed: float | None = 0,
+        reference_photos: list[str] | None = None,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008  (Gradio reads the default)
     ):
         """Animate ``portrait`` with ``speech``: returns the MP4, an optional landmark strip and a summary."""
@@ -327,6 +353,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
         except EmoTalkInputError as err:
             path = portrait if isinstance(portrait, str) else None
             raise gr.Error(_readable(err, path), title=_title(err), print_exception=False) from err
+        references = read_reference_photos(reference_photos, config.max_image_size)
 
         _prune(output_dir, OUTPUT_MAX_AGE_SECONDS)
         output = output_dir / f"emotalk-{uuid.uuid4().hex[:10]}.mp4"
@@ -339,6 +366,8 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
             "seed": int(seed),
             "max_audio_seconds": config.max_audio_seconds,
         }
+        if references:
+            options["reference_images"] = references
         progress(0.05, desc="Animating the face")
         try:
             path, strip, heard, used_seed, frames, fps = render_on_gpu(
@@ -359,6 +388,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
         details = (
             f"Emotion: {emotion_note} · seed **{used_seed}** · {seconds:.1f} s, {frames} frames at {fps:g} fps"
             + (f" · photo downscaled to {config.max_image_size} px" if downscaled else "")
+            + (f" · {len(references)} more photo(s) of the person" if references else "")
         )
         return path, strip, details
 
@@ -373,6 +403,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
         paste_back,
         landmark_preview,
         seed,
+        reference_photos=None,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008
     ):
         """:func:`generate` for the cached examples: video and details only (Gradio cannot reload an empty image
@@ -388,6 +419,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
             paste_back,
             False,
             seed,
+            reference_photos,
             progress,
         )
         return path, details
@@ -415,6 +447,14 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
                     sources=["upload", "microphone"],
                     type="filepath",
                     elem_id="speech",
+                )
+                reference_photos = gr.File(
+                    label=f"More photos of the same person (optional, up to {MAX_REFERENCE_IMAGES})",
+                    file_count="multiple",
+                    file_types=["image"],
+                    type="filepath",
+                    height=120,
+                    elem_id="reference-photos",
                 )
             with gr.Column(scale=6, min_width=300):
                 emotion = gr.Radio(emotion_choices, value="happy", label="Emotion", elem_id="emotion")
@@ -452,6 +492,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
             paste_back,
             landmark_preview,
             seed,
+            reference_photos,  # last, with a default: the earlier API positions are unchanged
         ]
         outputs = [video, preview, details]
         button.click(generate, inputs, outputs, api_name="generate", concurrency_limit=config.concurrency_limit)
@@ -465,7 +506,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
                 example("auto", 1.0, "", "subtle", seed=1),
                 example("neutral", 1.0, "0:neutral, 3:surprised, 6:sad", "natural", seed=2),
             ],
-            inputs=inputs,
+            inputs=inputs[:-1],  # the examples use one photo: the extra photos keep their default (none)
             outputs=[video, details],
             fn=generate_example,
             cache_examples=True,

@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import synthetic_speech
-from emotalk_pipeline import video as video_module
+from emotalk_common import video_io as video_module
+from emotalk_common.video_io import partial_pattern, remove_stale_partials, write_mp4
 from emotalk_pipeline.batch import read_manifest
-from emotalk_pipeline.video import partial_pattern, remove_stale_partials, write_mp4
 from PIL import Image
 
 from modeling_emotalk.errors import EmoTalkInputError
@@ -236,7 +236,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from emotalk_pipeline.video import write_mp4
+from emotalk_common.video_io import write_mp4
 
 from modeling_emotalk.errors import EmoTalkInputError
 """
@@ -492,6 +492,13 @@ def test_no_package_cycles():
     assert "modeling_emotalk" not in _imported_packages(ROOT / "evaluation")
     for folder in ("modeling_emotalk", "pipeline", "evaluation", "training"):
         assert "emotalk_cli" not in _imported_packages(ROOT / folder), folder
+
+
+def test_the_common_layer_imports_no_emotalk_package_and_no_torch():
+    """``emotalk_common`` is the bottom layer: every other package may import it, it imports none of them."""
+    imported = _imported_packages(ROOT / "common")
+    emotalk = {"modeling_emotalk", "emotalk_pipeline", "emotalk_training", "emotalk_evaluation", "emotalk_cli"}
+    assert not imported & (emotalk | {"torch", "transformers", "diffusers", "accelerate", "recipes", "benchmarks"})
 
 
 def test_the_module_entry_point_still_runs_generate(fake_pipe, media):

@@ -47,13 +47,24 @@ REMOTE_CODE = {
     "modeling_generator.py",
     "landmarks.py",
     "warp.py",
+    "photo_expression.py",
     "errors.py",
     "face_processing.py",
+    "image_io.py",
+    "face_detection.py",
+    "face_alignment.py",
+    "compositing.py",
+    "processing_emotalk.py",
+    "geometry.py",  # emotalk_common modules the model and pipeline import, flattened too
+    "facemesh.py",
+    "topology.py",
     "audio_processing.py",
     "pipeline_emotalk.py",
     "emotion.py",
     "motion.py",
-    "video.py",
+    "video_io.py",  # emotalk_common: the MP4 writer, and the constants and error base it imports
+    "constants.py",
+    "exceptions.py",
     "hub_folder.py",  # the pipeline's save_pretrained imports it: a loaded folder can save itself again
 }
 EVAL_DOCUMENT = {
@@ -198,7 +209,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     sys.path[:] = [p for p in sys.path if "__editable__" not in p and not p.startswith(sys.argv[4])]
     sys.path_importer_cache.clear()
     importlib.invalidate_caches()
-    for name in ("modeling_emotalk", "emotalk_pipeline"):
+    for name in ("modeling_emotalk", "emotalk_pipeline", "emotalk_common"):
         assert importlib.util.find_spec(name) is None, f"{name} is importable"
 
     import soundfile as sf
@@ -218,7 +229,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     audio, rate = sf.read(f"{out}/speech.wav", dtype="float32")
     video = pipe(image, {"array": audio, "sampling_rate": rate}, fps=10, seed=0, progress=False)
     video.save(f"{out}/remote.mp4")
-    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("modeling_emotalk", "emotalk_pipeline"))
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("modeling_emotalk", "emotalk_pipeline", "emotalk_common"))
     print("RESULT " + json.dumps({
         "model_module": type(model).__module__,
         "pipeline_module": type(pipe).__module__,

@@ -15,15 +15,15 @@ import sys
 
 import numpy as np
 import pytest
+from emotalk_common.alignment import PhoneSegment
+from emotalk_common.video_io import resample_indices
 from emotalk_evaluation import lipsync, report
 from emotalk_evaluation.emotion import EMOTIONS, FEATURE_NAMES, EmotionPrototypes, expression_features, load_prototypes
 from emotalk_evaluation.identity import cosine_similarity, identity_scores, sample_indices
 from emotalk_evaluation.image_metrics import mean_psnr, psnr, similarity_transform, ssim
 from emotalk_evaluation.landmarks68 import f_lmd, landmark_distance, m_lmd
 from emotalk_evaluation.motion import blink_events, rigid_jitter
-from emotalk_evaluation.phones import PhoneSegment
 from emotalk_evaluation.sharpness import laplacian_variance
-from emotalk_evaluation.video_io import resample_indices
 
 FPS = 25.0
 
@@ -85,11 +85,11 @@ def test_similarity_transform_recovers_a_known_transform():
 
 def test_identical_videos_give_zero_lmd_and_infinite_psnr(tmp_path, astronaut):
     """End to end through the file layer: a video compared with itself."""
+    from emotalk_common.video_io import write_mp4
     from emotalk_evaluation import evaluate_video
-    from emotalk_evaluation.video_io import write_video
 
     path = tmp_path / "moving.mp4"
-    write_video(path, moving_frames(astronaut, 6), FPS)
+    write_mp4(path, [moving_frames(astronaut, 6)], FPS)
     result = evaluate_video(path, ground_truth=path, metrics=["reference"]).metrics["reference"]
     assert result["m_lmd"] == 0.0
     assert result["f_lmd"] == 0.0
@@ -183,7 +183,7 @@ def bilabial_speech(tmp_path_factory):
 
 
 def test_forced_alignment_finds_bilabials(bilabial_speech):
-    from emotalk_evaluation.phones import BILABIALS, align_phones, phone_segments
+    from emotalk_common.alignment import BILABIALS, align_phones, phone_segments
 
     segments = align_phones(bilabial_speech, "bob met a man by the map")
     phones = [s.phone for s in segments if s.phone != "SIL"]
@@ -314,15 +314,15 @@ def test_emotion_classifier_on_held_out_actor(shared_media):
 @pytest.mark.media
 def test_real_talking_video_is_in_sync_and_wrong_audio_is_not(shared_media):
     """On a real clip the audio–aperture correlation peaks near lag 0 and drops with another clip's audio."""
+    from emotalk_common.video_io import read_audio
     from emotalk_evaluation import evaluate_video
-    from emotalk_evaluation.video_io import load_audio
 
     video = shared_media / "videos" / "Talking-Face_PC-AVS__misc__Pose_Source__741400163.mp4"
     other = shared_media / "videos" / "Talking-Face_PC-AVS__misc__Pose_Source__796100172.mp4"
     if not video.is_file() or not other.is_file():
         pytest.skip("the PC-AVS clips are not present")
     real = evaluate_video(video, metrics=["lipsync"], max_seconds=7).metrics["lipsync"]
-    wrong_audio = load_audio(other, max_seconds=7)
+    wrong_audio = read_audio(other, max_seconds=7)
     wrong = evaluate_video(video, audio=wrong_audio, metrics=["lipsync"], max_seconds=7).metrics["lipsync"]
     assert real["lag_correlation"] > 0.3 and abs(real["lag_frames"]) <= 3
     assert wrong["lag_correlation"] < real["lag_correlation"] - 0.1
@@ -340,10 +340,10 @@ def test_resample_indices_known_answers():
 
 
 def test_video_round_trip_and_resampling(tmp_path, astronaut, speech):
-    from emotalk_evaluation.video_io import probe, read_audio, read_frames, write_video
+    from emotalk_common.video_io import probe, read_audio, read_frames, write_mp4
 
     path = tmp_path / "v.mp4"
-    write_video(path, moving_frames(astronaut, 10, size=64), FPS, audio=speech[:16000])
+    write_mp4(path, [moving_frames(astronaut, 10, size=64)], FPS, audio=speech[:16000])
     info = probe(path)
     assert info.fps == pytest.approx(FPS) and info.has_audio and (info.width, info.height) == (64, 64)
     frames, fps = read_frames(path)
@@ -378,10 +378,10 @@ def _parse(argv):
 
 
 def test_cli_evaluates_a_video_and_writes_the_report(tmp_path, astronaut, speech):
-    from emotalk_evaluation.video_io import write_video
+    from emotalk_common.video_io import write_mp4
 
     video = tmp_path / "clip.mp4"
-    write_video(video, moving_frames(astronaut, int(len(speech) / 16000 * FPS), size=128), FPS, audio=speech)
+    write_mp4(video, [moving_frames(astronaut, int(len(speech) / 16000 * FPS), size=128)], FPS, audio=speech)
     cli, args = _parse([str(video), "--output-dir", str(tmp_path / "out"), "--metrics", "lipsync,motion,sharpness"])
     assert cli.run(args) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())

@@ -135,7 +135,7 @@ def test_model_card_states_licenses_data_figures_and_measured_limitations(defaul
         assert figure in evaluation, figure
     limitations = text.split("## Limitations", 1)[1].split("## License", 1)[0]
     assert "0.10" in limitations and "0.25" in limitations and "only happy" in limitations
-    assert "stretched" in limitations and "Border streaks" in limitations
+    assert "stretched" in limitations and "mirrored" in limitations
     assert "Stage 1 (audio → landmarks)" in text and "Stage 2 (generator)" in text
 
 

@@ -153,7 +153,7 @@ def test_classifier_refuses_non_rgb_uint8_frames(classifier):
 @pytest.mark.media
 def test_happy_mead_clips_gain_over_the_actors_neutral_clip(classifier, shared_media):
     """Measured: happy gains 0.84 (M030) and 0.71 (W009); the neutral halves differ by ≤ 0.09 on any class."""
-    from emotalk_evaluation.video_io import read_frames
+    from emotalk_common.video_io import read_frames
 
     for actor in ("M030", "W009"):
         clip = shared_media / "videos" / f"dreamtalk__data__style_clip__video__{actor}_front_happy_level3_001.mp4"

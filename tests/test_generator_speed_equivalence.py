@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from modeling_emotalk import EmoTalkGenerator, EmoTalkGeneratorConfig, EmoTalkModel
 from modeling_emotalk import landmarks as L
 from modeling_emotalk.errors import EmoTalkInputError
-from modeling_emotalk.modeling_generator import fat_block, spatial_modulation
+from modeling_emotalk.modeling_generator import _modulate, fat_block, spatial_modulation
 from modeling_emotalk.warp import (
     evaluate_tps,
     fit_tps,
@@ -159,6 +159,27 @@ def test_lattice_flows_equal_the_pointwise_spline_resized(face_crop, size, flow_
         torch.testing.assert_close(grid[0], identity_grid(side, side), atol=1e-5, rtol=0)
 
 
+def test_lattice_kernel_at_inference_equals_the_autograd_path(face_crop):
+    """Without gradients the spline kernel is (r² + ε) log(r² + ε) in place; with them, xlogy(r², r²): the same
+    grids in float64 (the formulas agree to ~1e-11), including where a lattice point coincides with a control
+    point (r = 0); in float32 the inference path is no further from float64 than the autograd path."""
+    source = torch.from_numpy(face_crop[1])[None].expand(2, -1, -1)[..., :2].double()
+    driving = driving_from(source[:1].float(), 2)[..., :2].double()
+    driving[0, 0] = torch.tensor([1 / 64 - 1, 1 / 64 - 1])  # exactly on the first pixel centre of a 64² lattice
+    args = (256, (256, 64, 32), 64, 1e-3)
+    expected = landmark_flows(source, driving, *args)
+    autograd32 = landmark_flows(source.float(), driving.float(), *args)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            got = landmark_flows(source, driving, *args)
+            got32 = landmark_flows(source.float(), driving.float(), *args)
+        for grid, grid32, float32, reference in zip(got, got32, autograd32, expected, strict=True):
+            assert torch.isfinite(grid).all()
+            torch.testing.assert_close(grid, reference, atol=1e-9, rtol=0)
+            error, autograd_error = ((g.double() - reference).abs().max() for g in (grid32, float32))
+            assert error <= 2 * autograd_error + 1e-6
+
+
 def test_fat_block_with_stacked_modulations_equals_the_diffusers_block():
     torch.manual_seed(0)
     blocks = [
@@ -176,6 +197,22 @@ def test_fat_block_with_stacked_modulations_equals_the_diffusers_block():
         expected = blocks[1](blocks[0](hidden, condition), condition)
         got = fat_block(blocks[1], fat_block(blocks[0], hidden, modulation[:2]), modulation[2:])
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bfloat16_modulation_rounds_once_and_keeps_the_layout():
+    """At inference the modulation feeding a bfloat16 convolution runs on bfloat16 operands (the modulations
+    already are): the same values as the float32 formula to bfloat16 rounding, in the input's memory layout."""
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(8, 32, affine=False)
+    x = (torch.randn(2, 32, 16, 16) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    scale, shift = (torch.randn(2, 32, 16, 16).to(torch.bfloat16) for _ in range(2))
+    expected = F.silu(F.group_norm(x, 8) * scale.float() + shift.float())
+    with torch.no_grad():
+        got = _modulate(x, norm, scale, shift, torch.bfloat16)
+        same = _modulate(x, norm, scale.float(), shift.float(), torch.float32)
+    assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.float(), expected, atol=2e-2, rtol=2e-2)  # bfloat16 keeps 8 bits
+    torch.testing.assert_close(same, expected, atol=1e-5, rtol=1e-5)
 
 
 # ------------------------------------------------------------------ the whole generator

@@ -245,7 +245,7 @@ def test_missing_output_directory_is_an_error_and_nothing_is_written(tiny_pipe, 
         yield np.zeros((2, 64, 64, 3), np.uint8)
         raise RuntimeError("renderer died")
 
-    from emotalk_pipeline.video import write_mp4
+    from emotalk_common.video_io import write_mp4
 
     with pytest.raises(RuntimeError, match="renderer died"):
         write_mp4(tmp_path / "half.mp4", broken(), 25.0)

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from conftest import synthetic_speech
 from emotalk_cli import main as cli_main
+from emotalk_common.video_io import iter_frames, probe
 from emotalk_training.metadata import labels_for, parse_cremad, parse_mead, read_metadata_csv
 from emotalk_training.prepare import load_index
 from emotalk_training.tracking import interpolate_gaps, segments, smooth_landmarks
-from emotalk_training.video_io import iter_frames, probe_video
 from PIL import Image
 from safetensors.numpy import load_file
 
@@ -141,8 +141,8 @@ def test_gaps_are_bridged_and_long_gaps_split_clips():
 def test_frames_are_resampled_to_25_fps(tmp_path):
     levels = [np.full((32, 32, 3), 8 * i, dtype=np.uint8) for i in range(15)]  # 0.5 s at 30 fps
     path = write_video(tmp_path / "thirty.mp4", levels, fps=30.0)
-    frames = list(iter_frames(path, 25.0))
-    assert len(frames) == probe_video(path, 25.0).num_frames == 13  # frame 12 (0.48 s) is still on screen
+    frames = list(iter_frames(path, 25.0, pick="nearest"))
+    assert len(frames) == probe(path).frames_at(25.0) == 13  # frame 12 (0.48 s) is still on screen
     shown = [round(float(f.mean()) / 8) for f in frames]
     expected = [min(14, round(k / 25 * 30)) for k in range(len(frames))]
     assert all(abs(a - b) <= 1 for a, b in zip(shown, expected, strict=True))

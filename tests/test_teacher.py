@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from emotalk_common.lip_measures import lip_opening_3d
 
 from recipes.default_model.teacher import (
     EMOTIONS,
     MOUTH_PARAMS,
     ArticulationTeacher,
     TeacherBases,
-    aperture,
     as_segments,
     parameter_tracks,
     teacher_landmarks,
@@ -48,9 +48,9 @@ def test_calibration_file_is_consistent():
     assert bases.template.shape == (478, 3) and bases.emotion_offsets.shape == (8, 478, 3)
     assert set(bases.basis) >= {"open", "spread", "protrusion", "upper_raise", "lower_tuck"}
     assert np.allclose(bases.emotion_offsets[0], 0.0)  # neutral
-    assert aperture(bases.rest) < 1e-6  # the rest face has its lips together
+    assert lip_opening_3d(bases.rest) < 1e-6  # the rest face has its lips together
     # The jaw basis is normalized: one unit of coefficient opens the mouth by one unit of aperture.
-    assert aperture(bases.rest + 0.12 * bases.basis["open"]) == pytest.approx(0.12, rel=0.02)
+    assert lip_opening_3d(bases.rest + 0.12 * bases.basis["open"]) == pytest.approx(0.12, rel=0.02)
     # Real talking videos open the mouth 0.08-0.2 eye-corner distances at the 95th percentile.
     assert 0.08 < bases.open_aperture < 0.2
 
@@ -192,7 +192,7 @@ def test_deterministic_and_seeded(teacher, neutral):
 
 def test_open_mouthed_reference_still_closes(teacher):
     reference = teacher.bases.rest + 0.15 * teacher.bases.basis["open"]  # a photo with the mouth open
-    assert aperture(reference) > 0.1
+    assert lip_opening_3d(reference) > 0.1
     out = teacher.generate(PHONES, NUM_FRAMES, FPS, rng=0, reference=reference)
     assert out["aperture"][:5].max() < 0.02  # brought to rest
     for phone, start, end in as_segments(PHONES):
@@ -219,9 +219,9 @@ def test_teacher_landmarks_in_crop_space(teacher):
     landmarks = teacher_landmarks(reference, PHONES, NUM_FRAMES, FPS, teacher=teacher, rng=0)
     assert landmarks.shape == (NUM_FRAMES, 478, 3)
     assert np.abs(landmarks[..., :2]).max() < 1.0  # stays in the crop
-    from emotalk_evaluation.mesh import lip_aperture
+    from emotalk_common.lip_measures import lip_opening_2d
 
-    ap = lip_aperture(landmarks)
+    ap = lip_opening_2d(landmarks)
     for phone, start, end in as_segments(PHONES):
         if phone in {"P", "B", "M"}:
             assert ap[_frames_inside(start, end)].max() < 0.01

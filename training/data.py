@@ -19,15 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
+from emotalk_common.constants import SAMPLING_RATE
 from torch.nn import functional as F
 from torch.utils.data import Dataset
-
-from modeling_emotalk.configuration_emotalk import EMOTIONS
 
 from .phones import PHONE_IDS, normalize_phone
 from .prepare import load_index
 
-SAMPLING_RATE = 16000
 PHONE_RATE = 100  # phone tracks: one label per 10 ms
 IGNORE_INDEX = -100  # unknown phone (cross-entropy ignore_index)
 CLIP_REFERENCES = "clip_references.npz"  # optional {clip id: (478, 3)} reference face per clip

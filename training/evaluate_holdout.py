@@ -51,8 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _reference(reader, index: dict, clip: dict, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Crop, landmarks and (when the source video is readable) the original frame of the training part."""
+    from emotalk_common.video_io import iter_frames
     from emotalk_training.data import select_clips
-    from emotalk_training.video_io import iter_frames
 
     train = [c for c in select_clips(index, "train") if c["video"] == clip["video"]] or select_clips(index, "train")
     if not train:
@@ -65,7 +65,7 @@ def _reference(reader, index: dict, clip: dict, frame: int) -> tuple[np.ndarray,
     source = Path(source_clip.get("source", ""))
     if source.is_file():
         target = source_clip["start_frame"] + frame
-        for number, image in enumerate(iter_frames(source, float(index["fps"]))):
+        for number, image in enumerate(iter_frames(source, float(index["fps"]), pick="nearest")):
             if number == target:
                 photo = image
                 break

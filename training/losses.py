@@ -57,8 +57,13 @@ def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return _masked_mean((prediction - target).abs(), mask)
 
 
-def lip_aperture(landmarks: torch.Tensor) -> torch.Tensor:
-    """``(..., )`` mean vertical gap between the inner upper and lower lip (any coordinate space)."""
+def vertical_lip_gap(landmarks: torch.Tensor) -> torch.Tensor:
+    """``(...)`` signed vertical gap: mean y of the lower lip points minus that of the upper lip points.
+
+    Differentiable and in the landmarks' own units (canonical coordinates in training), unlike the scale-free
+    :func:`emotalk_common.lip_measures.lip_opening_2d` / ``lip_opening_3d`` (inner-lip distance over the
+    eye-corner distance) that evaluation and the teacher use.
+    """
     upper = landmarks[..., list(UPPER_LIP), 1].mean(-1)
     lower = landmarks[..., list(LOWER_LIP), 1].mean(-1)
     return lower - upper
@@ -236,12 +241,12 @@ __all__ = [
     "hinge_generator_loss",
     "info_nce",
     "landmark_weights",
-    "lip_aperture",
     "masked_l1",
     "mouth_mask",
     "ms_ssim",
     "phone_cross_entropy",
     "velocity_l1",
+    "vertical_lip_gap",
     "weighted_l1",
     "weighted_landmark_l1",
 ]

@@ -19,7 +19,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from modeling_emotalk.configuration_emotalk import EMOTIONS
+from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
 
 CREMAD_EMOTIONS = {
     "ANG": "angry",

@@ -174,7 +174,7 @@ def load_index(dataset_dir: str | Path) -> dict:
 
 
 def _new_index(settings: PrepareSettings) -> dict:
-    from modeling_emotalk.configuration_emotalk import EMOTIONS
+    from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
 
     return {
         "format_version": DATASET_FORMAT_VERSION,
@@ -246,9 +246,12 @@ def prepare_video(
 
     Raises only for unreadable files (the caller reports those as errors and goes on).
     """
+    from emotalk_common.constants import SAMPLING_RATE
+    from emotalk_common.geometry import warp_affine
+    from emotalk_common.video_io import frame_count, iter_frames, prefetch, probe, read_audio
     from tqdm.auto import tqdm
 
-    from modeling_emotalk.face_processing import FaceProcessor, _warp
+    from modeling_emotalk.face_processing import FaceProcessor
 
     from .tracking import (
         FaceTracker,
@@ -258,15 +261,14 @@ def prepare_video(
         smooth_landmarks,
         to_crop_coordinates,
     )
-    from .video_io import SAMPLING_RATE, iter_frames, prefetch, probe_video, read_audio
 
     path, output_dir = Path(path), Path(output_dir)
     fps, size = settings.fps, settings.crop_size
     started = time.perf_counter()
-    info = probe_video(path, fps)
-    expected = (
-        info.num_frames if settings.max_seconds is None else min(info.num_frames, round(settings.max_seconds * fps))
-    )
+    info = probe(path)
+    expected = info.frames_at(fps)
+    if settings.max_seconds is not None:
+        expected = min(expected, frame_count(settings.max_seconds, fps))
     processor = FaceProcessor(crop_size=size, margin=settings.margin, min_face_size=settings.min_face_size)
 
     # Pass 1: track the face mesh through every frame (keeping the frames while they fit the cache).
@@ -276,7 +278,7 @@ def prepare_video(
     bar = tqdm(total=expected or None, unit="frame", desc=path.name[:30], leave=False, disable=not progress)
     try:
         with FaceTracker(processor, redetect_interval, settings.min_face_size) as tracker:
-            for frame in prefetch(iter_frames(path, fps, settings.max_seconds)):
+            for frame in prefetch(iter_frames(path, fps, max_seconds=settings.max_seconds, pick="nearest")):
                 points.append(tracker(frame))
                 if cache is not None:
                     cache.append(frame)
@@ -322,7 +324,7 @@ def prepare_video(
 
     image_points = np.zeros((num_frames, 478, 3), dtype=np.float64)
     image_points[valid] = np.stack([p for p in points if p is not None])
-    audio = read_audio(path, info.start_time) if info.has_audio else None
+    audio = read_audio(path, video_start=info.start_time) if info.has_audio else None
     key = _video_key(relative)
     sigma = settings.crop_smoothing_seconds * fps
     plans = []
@@ -347,12 +349,12 @@ def prepare_video(
     if cache is not None and len(cache) == num_frames:
         frames = cache
     else:
-        frames = prefetch(iter_frames(path, fps, settings.max_seconds))
+        frames = prefetch(iter_frames(path, fps, max_seconds=settings.max_seconds, pick="nearest"))
     owner = {t: plan for plan in plans for t in range(plan["start"], plan["end"])}
     for t, frame in enumerate(frames):
         plan = owner.get(t)
         if plan is not None:
-            plan["crops"][t - plan["start"]] = _warp(frame, plan["matrices"][t - plan["start"]], (size, size))
+            plan["crops"][t - plan["start"]] = warp_affine(frame, plan["matrices"][t - plan["start"]], (size, size))
     cache = None
 
     for plan in plans:
@@ -419,9 +421,8 @@ def _worker(job: tuple) -> tuple[str, dict]:
 # ------------------------------------------------------------------------------------------------ run
 def run(args: argparse.Namespace) -> int:
     """``emotalk prepare``: returns 0 when the dataset holds at least one clip, 1 otherwise."""
+    from emotalk_common.video_io import find_videos
     from tqdm.auto import tqdm
-
-    from .video_io import find_videos
 
     settings = settings_from_args(args)
     source = Path(args.input)
@@ -534,7 +535,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _extensions() -> tuple[str, ...]:
-    from .video_io import VIDEO_EXTENSIONS
+    from emotalk_common.video_io import VIDEO_EXTENSIONS
 
     return VIDEO_EXTENSIONS
 

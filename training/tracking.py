@@ -1,6 +1,6 @@
 """Face-mesh tracking through a video, gap filling, temporal smoothing and jitter-free crop alignment.
 
-Tracking runs MediaPipe's legacy face mesh with ``static_image_mode=False`` (it follows the face from frame to
+Tracking runs :class:`emotalk_common.facemesh.FaceMesh` in video mode (``static=False``: it follows the face from frame to
 frame and re-detects by itself when it loses it); when a frame still has no face, :class:`FaceTracker` falls
 back to :meth:`FaceProcessor.detect` (downscaled, zoomed and padded retries) at most every
 ``redetect_interval`` frames. Short gaps are then interpolated (``frame_valid`` stays False there), long gaps
@@ -10,12 +10,13 @@ and the crop follows a Gaussian-smoothed similarity so that it does not jitter.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
+from emotalk_common.facemesh import FaceMesh
+from emotalk_common.geometry import bounding_box
 
-from modeling_emotalk.face_processing import FaceProcessor, _apply, _bbox, _face_width
-from modeling_emotalk.landmarks import NUM_LANDMARKS
+from modeling_emotalk.errors import EmoTalkInputError
+from modeling_emotalk.face_alignment import face_width, to_crop_landmarks
+from modeling_emotalk.face_processing import FaceProcessor
 
 
 class FaceTracker:
@@ -28,18 +29,10 @@ class FaceTracker:
     """
 
     def __init__(self, processor: FaceProcessor, redetect_interval: int = 5, min_face_size: float = 32.0) -> None:
-        from mediapipe.python.solutions import face_mesh
-
         self.processor = processor
         self.redetect_interval = max(1, int(redetect_interval))
         self.min_face_size = float(min_face_size)
-        self._mesh = face_mesh.FaceMesh(
-            static_image_mode=False,
-            refine_landmarks=True,
-            max_num_faces=1,
-            min_detection_confidence=0.5,
-            min_tracking_confidence=0.5,
-        )
+        self._mesh = FaceMesh(static=False, max_num_faces=1)
         self._since_detection = self.redetect_interval
         self._last: np.ndarray | None = None
 
@@ -53,39 +46,29 @@ class FaceTracker:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _track(self, frame: np.ndarray) -> np.ndarray | None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*GetPrototype", category=UserWarning)
-            result = self._mesh.process(frame)
-        if not result.multi_face_landmarks:
-            return None
-        height, width = frame.shape[:2]
-        points = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], dtype=np.float64)
-        if points.shape != (NUM_LANDMARKS, 3):
-            return None
-        return points * np.array([width, height, width])
-
     def _detect(self, frame: np.ndarray) -> np.ndarray | None:
         try:
             faces = self.processor.detect(frame)
-        except Exception:  # a fallback: a failure means "no face here"
+        except EmoTalkInputError:  # a fallback: MediaPipe failing on this frame (NoFaceError) means "no face here"
             return None
         if not faces:
             return None
         if self._last is None:
             return faces[0].astype(np.float64)
-        centre = _bbox(self._last).reshape(2, 2).mean(0)
-        return min(faces, key=lambda f: np.linalg.norm(_bbox(f).reshape(2, 2).mean(0) - centre)).astype(np.float64)
+        centre = bounding_box(self._last).reshape(2, 2).mean(0)
+        return min(faces, key=lambda f: np.linalg.norm(bounding_box(f).reshape(2, 2).mean(0) - centre)).astype(
+            np.float64
+        )
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
         frame = np.ascontiguousarray(frame)
-        points = self._track(frame)
+        points = self._mesh.first(frame)
         if points is None:
             self._since_detection += 1
             if self._since_detection >= self.redetect_interval:
                 self._since_detection = 0
                 points = self._detect(frame)
-        if points is not None and _face_width(points) < self.min_face_size:
+        if points is not None and face_width(points) < self.min_face_size:
             points = None
         if points is not None:
             self._last = points
@@ -156,9 +139,7 @@ def to_crop_coordinates(points: np.ndarray, matrices: np.ndarray, crop_size: int
     """Image-pixel landmarks ``(T, 478, 3)`` → normalized crop coordinates in [-1, 1] (z scaled alike)."""
     out = np.empty_like(points, dtype=np.float32)
     for t, (p, m) in enumerate(zip(points, matrices, strict=True)):
-        scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
-        out[t, :, :2] = _apply(m, p) * (2.0 / crop_size) - 1.0
-        out[t, :, 2] = p[:, 2] * scale * (2.0 / crop_size)
+        out[t] = to_crop_landmarks(p, m, crop_size)
     return out
 
 

@@ -245,7 +245,7 @@ def log_validation(
 ) -> dict[str, float]:
     """Render the first ``validation_frames`` frames of ``clip`` from its tracked landmarks; log metrics, a frame
     grid (real | generated | warped) and a short MP4 of the same layout with the clip's audio."""
-    from emotalk_pipeline.video import write_mp4
+    from emotalk_common.video_io import write_mp4
     from emotalk_training.data import _resize_frames
 
     was_training = generator.training

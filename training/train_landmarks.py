@@ -39,10 +39,10 @@ from emotalk_training.losses import (
     emotion_positives,
     info_nce,
     landmark_weights,
-    lip_aperture,
     masked_l1,
     phone_cross_entropy,
     velocity_l1,
+    vertical_lip_gap,
     weighted_landmark_l1,
 )
 from emotalk_training.phones import PHONES
@@ -223,7 +223,7 @@ def compute_losses(
         "landmark": weighted_landmark_l1(predicted, targets.canonical, mask, weights),
         "relocated": weighted_landmark_l1(output.landmarks.float(), landmarks, mask, weights),
         "velocity": velocity_l1(predicted, targets.canonical, mask) + velocity_l1(head_pose, targets.head_pose, mask),
-        "aperture": aperture_l1(lip_aperture(predicted), lip_aperture(targets.canonical), mask),
+        "aperture": aperture_l1(vertical_lip_gap(predicted), vertical_lip_gap(targets.canonical), mask),
         "pose": masked_l1(head_pose, targets.head_pose, mask),
         "gaze": masked_l1(output.gaze.float(), targets.gaze, mask),
         "blink": masked_l1(output.blink.float(), targets.blink, mask),
@@ -296,8 +296,8 @@ def log_validation(
             float(np.linalg.norm(centred(predicted)[:, lips] - centred(target)[:, lips], axis=-1).mean() * to_pixels)
         )
         metrics["landmark_l1"].append(float(np.abs(predicted[..., :2] - target[..., :2]).mean() * to_pixels))
-        pred_aperture = lip_aperture(torch.from_numpy(predicted)).numpy()
-        true_aperture = lip_aperture(torch.from_numpy(target)).numpy()
+        pred_aperture = vertical_lip_gap(torch.from_numpy(predicted)).numpy()
+        true_aperture = vertical_lip_gap(torch.from_numpy(target)).numpy()
         if pred_aperture.std() > 1e-8 and true_aperture.std() > 1e-8:
             metrics["aperture_corr"].append(float(np.corrcoef(pred_aperture, true_aperture)[0, 1]))
         times = sorted({0, len(target) // 3, 2 * len(target) // 3, len(target) - 1})

@@ -12,7 +12,7 @@ Everything written is derived statistics (a few 478×3 offset fields and percent
   points follow their eye (gaze is not an emotion here).
 - **Mouth bases** from real talking videos of the *training* split (see :data:`TALKING_TRAIN`): the canonical
   landmarks of every frame are regressed, within each video, on the inner-lip aperture and the mouth width
-  (both in :func:`recipes.default_model.teacher.aperture` units: divided by the outer eye-corner distance), pooled over
+  (both in :func:`emotalk_common.lip_measures.lip_opening_3d` units: divided by the outer eye-corner distance), pooled over
   videos. The slopes, restricted to the lower face, are the *jaw-open* basis (per unit aperture) and the
   *spread* basis (per unit width; rounding is its negative). Lip protrusion, upper-lip raise and the labiodental
   lower-lip tuck are geometric bases on the calibrated template (MediaPipe's depth is too noisy to regress them).
@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
 
-EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "resources" / "emotion_bases.npz"
 
 # Real talking videos (file-name stems under media/videos). The held-out sources are those whose speech clips
@@ -82,8 +82,8 @@ MAX_SIDE = {"LatentSync": 1280}  # portrait videos with small faces keep more pi
 
 def track_video(path: Path, cache: Path | None = None) -> tuple[np.ndarray, float]:
     """Face-mesh track ``(T, 478, 3)`` in pixels (NaN where lost) and the video's frame rate; cached as ``.npz``."""
+    from emotalk_common.video_io import iter_frames, probe
     from emotalk_evaluation.mesh import track_mesh
-    from emotalk_evaluation.video_io import iter_frames, probe
 
     cached = cache / f"{path.stem}.npz" if cache is not None else None
     if cached is not None and cached.is_file():
@@ -121,29 +121,29 @@ def emotion_offsets(clips: dict[str, np.ndarray], open_basis: np.ndarray) -> tup
     actor happened to speak. How much wider (or narrower) the emotion speaks is kept as a jaw gain: the ratio of
     the clip's 90th-percentile aperture to the neutral clip's. Iris points follow their eye.
     """
-    from .teacher import aperture, fix_irises
+    from .teacher import fix_irises, lip_opening_3d
 
     def closed_median(frames: np.ndarray) -> np.ndarray:
-        return np.median(frames - aperture(frames)[:, None, None] * open_basis[None], axis=0)
+        return np.median(frames - lip_opening_3d(frames)[:, None, None] * open_basis[None], axis=0)
 
     neutral = closed_median(clips["neutral"])
-    neutral_open = np.percentile(aperture(clips["neutral"]), 90)
+    neutral_open = np.percentile(lip_opening_3d(clips["neutral"]), 90)
     offsets = np.zeros((len(EMOTIONS), 478, 3))
     gains = np.ones(len(EMOTIONS))
     for index, emotion in enumerate(EMOTIONS):
         if emotion in clips and emotion != "neutral":
             offsets[index] = fix_irises(closed_median(clips[emotion]) - neutral)
-            gains[index] = np.percentile(aperture(clips[emotion]), 90) / neutral_open
+            gains[index] = np.percentile(lip_opening_3d(clips[emotion]), 90) / neutral_open
     return offsets, gains
 
 
 def mouth_regression(videos: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Pooled within-video regression of canonical landmarks on (aperture, width): two ``(478, 3)`` slopes."""
-    from .teacher import aperture, mouth_width
+    from .teacher import lip_opening_3d, mouth_width
 
     xs, ys = [], []
     for frames in videos:
-        x = np.stack([aperture(frames), mouth_width(frames)], axis=1)
+        x = np.stack([lip_opening_3d(frames), mouth_width(frames)], axis=1)
         xs.append(x - x.mean(axis=0))
         ys.append((frames - frames.mean(axis=0)).reshape(len(frames), -1))
     slopes, *_ = np.linalg.lstsq(np.concatenate(xs), np.concatenate(ys), rcond=None)
@@ -164,10 +164,10 @@ def explained_variance(videos: Sequence[np.ndarray], bases: Sequence[np.ndarray]
 
 def aperture_statistics(videos: dict[str, np.ndarray]) -> dict:
     """Per-video percentiles (2, 5, 25, 50, 75, 95, 98) of the aperture and the mouth width, and their medians."""
-    from .teacher import aperture, mouth_width
+    from .teacher import lip_opening_3d, mouth_width
 
     percentiles = (2, 5, 25, 50, 75, 95, 98)
-    rows = {name: np.percentile(aperture(frames), percentiles) for name, frames in videos.items()}
+    rows = {name: np.percentile(lip_opening_3d(frames), percentiles) for name, frames in videos.items()}
     widths = {name: np.percentile(mouth_width(frames), percentiles) for name, frames in videos.items()}
     stack = np.stack(list(rows.values()))
     return {
@@ -193,7 +193,7 @@ def validate_emotions(
     """Train-on-one-actor / test-on-the-other checks of the emotion offsets (see the module docstring)."""
     from emotalk_evaluation.emotion import FEATURE_NAMES, EmotionPrototypes, expression_features
 
-    from .teacher import aperture
+    from .teacher import lip_opening_3d
 
     actors = sorted(offsets)
     out: dict = {"pairs": []}
@@ -211,7 +211,7 @@ def validate_emotions(
             # The evaluation suite's classifier, fitted on the test actor's real frames (relative to its neutral
             # median), applied to the test actor's neutral face + the train actor's offsets.
             neutral = np.median(mead[test]["neutral"], axis=0)
-            neutral_open = float(np.median(aperture(mead[test]["neutral"])))
+            neutral_open = float(np.median(lip_opening_3d(mead[test]["neutral"])))
             reference = expression_features(neutral[None])[0]
             real = {e: expression_features(v) - reference for e, v in mead[test].items()}
             prototypes = EmotionPrototypes.fit(real, True, [test])
@@ -270,15 +270,14 @@ def teacher_against_real(
     aperture with the real one at lags -4..4 frames (``teacher[t + d]`` vs ``real[t]``; the best lag < 0 means the
     teacher moves earlier than the real mouth).
     """
+    from emotalk_common.alignment import recognize_phones
+    from emotalk_common.lip_measures import lip_opening_2d
+    from emotalk_common.video_io import probe, read_audio
     from emotalk_evaluation.lipsync import lag_correlations
-    from emotalk_evaluation.mesh import lip_aperture
-    from emotalk_evaluation.video_io import probe, read_audio
 
-    from .corpus import PhoneAligner
     from .teacher import ArticulationTeacher
 
     teacher = ArticulationTeacher(bases)
-    aligner = PhoneAligner()
     out = {}
     for stem, path in paths.items():
         if stem not in videos or not probe(path).has_audio:
@@ -291,10 +290,10 @@ def teacher_against_real(
         if phones_file is not None and phones_file.is_file():
             phones = json.loads(phones_file.read_text())
         else:
-            phones = aligner.recognize(audio)
+            phones = recognize_phones(audio)
             if phones_file is not None:
                 phones_file.write_text(json.dumps(phones))
-        real = lip_aperture(mesh)
+        real = lip_opening_2d(mesh)
         generated = teacher.generate(phones, len(real), fps, rng=0, audio=audio)["aperture"]
         correlations = lag_correlations(generated, real, 4)
         finite = {d: c for d, c in correlations.items() if np.isfinite(c)}

@@ -48,10 +48,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from emotalk_common.alignment import align_phones, recognize_phones
+from emotalk_common.alignment import transcript_words as sentence_words
+from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
+from emotalk_common.constants import SAMPLING_RATE
 
-SAMPLING_RATE = 16000
 SENTENCES_FILE = Path(__file__).resolve().parent / "resources" / "sentences.txt"
-EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
 
 ESPEAK_VOICES = (
     "en-us+m1", "en-us+m2", "en-us+m3", "en-us+m4", "en-us+m5", "en-us+m6", "en-us+m7",
@@ -388,11 +390,6 @@ def _dictionary() -> dict[str, list[str]]:
     return out
 
 
-def sentence_words(sentence: str) -> list[str]:
-    """Lower-case words of a sentence as the aligner sees them (letters and apostrophes)."""
-    return re.sub(r"[^a-z' ]+", " ", sentence.lower()).split()
-
-
 def generate_sentences(count: int = 600, seed: int = 0, candidates: int = 12000) -> list[str]:
     """A phonetically balanced sentence set: template sentences greedily chosen for diphone coverage.
 
@@ -505,106 +502,6 @@ def pad_silence(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     before, after = (int(rng.uniform(0.15, 0.5) * SAMPLING_RATE) for _ in range(2))
     out = np.concatenate([np.zeros(before), audio, np.zeros(after)])
     return (out + 10 ** (-70 / 20) * rng.standard_normal(len(out))).astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------------------- alignment
-
-FRAME_SECONDS = 0.01
-_NOISE_LABELS = {"<S>", "</S>", "<SIL>", "SIL", "[NOISE]"}
-
-
-def _clean_label(label: str) -> str:
-    label = re.sub(r"\d", "", label.upper())
-    return "SIL" if label in _NOISE_LABELS or label.startswith("+") else label
-
-
-def _merge_silence(segments: list[list]) -> list[list]:
-    merged: list[list] = []
-    for segment in segments:
-        if merged and segment[0] == "SIL" and merged[-1][0] == "SIL":
-            merged[-1][2] = segment[2]
-        else:
-            merged.append(segment)
-    return merged
-
-
-def _pcm16(audio: np.ndarray) -> bytes:
-    # Seeded dither: exact digital silence breaks pocketsphinx's search (as in emotalk_evaluation.phones).
-    audio = np.asarray(audio, dtype=np.float32)
-    audio = audio + 1e-4 * np.random.default_rng(0).standard_normal(audio.shape).astype(np.float32)
-    return (np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes()
-
-
-class PhoneAligner:
-    """pocketsphinx forced alignment and phone-loop recognition, with the settings of
-    :mod:`emotalk_evaluation.phones`. Segments are ``[phone, start_s, end_s]`` lists.
-
-    Each utterance gets a fresh decoder: pocketsphinx carries its cepstral-mean and noise estimates from one
-    utterance to the next (``set_cmn`` does not fully reset them), which would make the labels depend on the
-    order of the clips and break resuming. A decoder costs about 0.4 s to load (0.1 s for the phone loop).
-    """
-
-    def align(self, audio: np.ndarray, text: str) -> list[list]:
-        """Forced alignment of ``text``; raises ``ValueError`` on unknown words or a failed alignment.
-
-        When the default beams find no path (about 1 % of synthetic clips, mostly accented voices), the alignment
-        is retried once with much wider beams.
-        """
-        words = sentence_words(text)
-        try:
-            return self._align(audio, words, {})
-        except ValueError as error:
-            if "dictionary" in str(error):
-                raise
-            return self._align(audio, words, {"beam": 1e-80, "pbeam": 1e-80, "wbeam": 1e-60})
-
-    @staticmethod
-    def _align(audio: np.ndarray, words: list[str], beams: dict) -> list[list]:
-        from pocketsphinx import Decoder
-
-        decoder = Decoder(samprate=SAMPLING_RATE, bestpath=False, loglevel="FATAL", **beams)
-        missing = [w for w in words if decoder.lookup_word(w) is None]
-        if not words or missing:
-            raise ValueError(f"cannot align {' '.join(words)!r}: words missing from the dictionary: {missing}")
-        pcm = _pcm16(audio)
-        try:
-            decoder.set_align_text(" ".join(words))
-            for second_pass in (False, True):
-                if second_pass:
-                    decoder.set_alignment()
-                decoder.start_utt()
-                decoder.process_raw(pcm, full_utt=True)
-                decoder.end_utt()
-            alignment = decoder.get_alignment()
-        except RuntimeError as error:
-            raise ValueError(f"pocketsphinx could not align {' '.join(words)!r}: {error}") from error
-        if alignment is None:
-            raise ValueError(f"pocketsphinx returned no alignment for {' '.join(words)!r}")
-        segments = [
-            [_clean_label(p.name), round(p.start * FRAME_SECONDS, 3), round((p.start + p.duration) * FRAME_SECONDS, 3)]
-            for word in alignment
-            for p in word
-        ]
-        return _merge_silence(segments)
-
-    def recognize(self, audio: np.ndarray) -> list[list]:
-        """Phone-loop recognition (no transcript) under the en-us phone language model."""
-        from pocketsphinx import Decoder, get_model_path
-
-        decoder = Decoder(allphone=get_model_path("en-us/en-us-phone.lm.bin"), samprate=SAMPLING_RATE,
-                          lw=2.0, pip=0.3, beam=1e-20, pbeam=1e-20, loglevel="FATAL")  # fmt: skip
-        decoder.start_utt()
-        decoder.process_raw(_pcm16(audio), full_utt=True)
-        decoder.end_utt()
-        segments = [
-            [
-                _clean_label(s.word),
-                round(s.start_frame * FRAME_SECONDS, 3),
-                round((s.end_frame + 1) * FRAME_SECONDS, 3),
-            ]
-            for s in decoder.seg()
-        ]
-        return _merge_silence(segments)
 
 
 # ---------------------------------------------------------------------------------------------- augmentation
@@ -808,7 +705,6 @@ def build_corpus(
     clips.mkdir(parents=True, exist_ok=True)
     manifest_path, heldout_path = output / "manifest.jsonl", output / "heldout.jsonl"
     done = _existing_ids(manifest_path, heldout_path)
-    aligner = PhoneAligner()
     jobs = plan_jobs(sentences, voices, per_sentence, seed)
     counts = {"clean": 0, "augmented": 0, "real_train": 0, "real_heldout": 0, "skipped": 0, "failed": 0}
     failures: list[str] = []
@@ -825,7 +721,7 @@ def build_corpus(
                 continue
             try:
                 audio, settings = synthesize_job(job, workdir)
-                phones = aligner.align(audio, job.text)
+                phones = align_phones(audio, job.text)
             except (subprocess.SubprocessError, ValueError, OSError) as error:
                 counts["failed"] += 1
                 failures.append(f"{job.id}: {type(error).__name__}: {str(error)[:200]}")
@@ -851,15 +747,15 @@ def build_corpus(
             if (number + 1) % 50 == 0:
                 log(f"{number + 1}/{len(jobs)} sentences·voices, {time.perf_counter() - start:.0f} s")
         if media is not None and (media / "manifest.json").is_file():
-            from emotalk_evaluation.video_io import load_audio
+            from emotalk_common.video_io import read_audio
 
             with heldout_path.open("a", encoding="utf-8") as heldout:
                 for clip_id, path, split in english_real_clips(media):
                     if clip_id in done:
                         counts["skipped"] += 1
                         continue
-                    audio = load_audio(path)
-                    phones = aligner.recognize(audio)
+                    audio = read_audio(path)
+                    phones = recognize_phones(audio)
                     _write_wav(clips / f"{clip_id}.wav", audio)
                     record = {
                         "id": clip_id, "audio": f"clips/{clip_id}.wav", "duration": round(len(audio) / SAMPLING_RATE, 4),

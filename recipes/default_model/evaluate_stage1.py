@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
 
 DEFAULT_CORPUS = "outputs/corpus"  # written by recipes.default_model.corpus
 DEFAULT_MEDIA = str(
@@ -30,7 +31,6 @@ AUDIO_ONLY = (
     "real_V-Express-test-samples-short-case-AOC-aud",
     "real_V-Express-test-samples-short-case-tys-aud",
 )
-EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
 
 
 def heldout(corpus: Path) -> dict:
@@ -203,7 +203,7 @@ def main() -> None:
                 from emotalk_evaluation import evaluate_video
 
                 video = media / WITH_VIDEO[clip]
-                from emotalk_evaluation.video_io import probe
+                from emotalk_common.video_io import probe
 
                 own = None if probe(video).has_audio else audio  # EDTalk's mouth_source.mp4 is silent: its wav
                 metrics = evaluate_video(

@@ -38,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from emotalk_common.alignment import BILABIALS
+from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
+from emotalk_common.lip_measures import eye_corner_distance, lip_opening_3d
 from emotalk_training.phones import SILENCE, normalize_phone
 
 from modeling_emotalk.landmarks import (
@@ -56,16 +59,8 @@ from modeling_emotalk.landmarks import (
     RIGHT_IRIS,
 )
 
-EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
 BASES_FILE = Path(__file__).resolve().parent / "resources" / "emotion_bases.npz"
 MOUTH_PARAMS = ("jaw", "spread", "round", "protrusion", "closure", "upper_raise", "lower_tuck")
-BILABIALS = frozenset({"P", "B", "M"})
-OPEN_VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY"})
-
-# Aperture: the 7 central inner-lip pairs (as in the evaluation suite), over the outer eye-corner distance.
-APERTURE_UPPER = LIPS_INNER_UPPER[2:-2]
-APERTURE_LOWER = LIPS_INNER_LOWER[2:-2]
-EYE_OUTER = (33, 263)
 
 GRID_HZ = 500.0  # parameter tracks are computed on this grid, then pooled per video frame
 MIN_CLOSURE = 0.05  # seconds the lips stay closed at least, for a bilabial
@@ -75,24 +70,6 @@ DOMINANCE_REACH = 0.6  # seconds beyond which a phone's dominance is ignored
 
 
 # --------------------------------------------------------------------------------------------------- geometry
-
-
-def _pairs_gap(points: np.ndarray, upper: Sequence[int], lower: Sequence[int]) -> np.ndarray:
-    return np.linalg.norm(points[..., list(upper), :] - points[..., list(lower), :], axis=-1)
-
-
-def eye_corner_distance(points: np.ndarray) -> np.ndarray:
-    """3D distance between the outer eye corners (33, 263), ``(...)``."""
-    return np.linalg.norm(points[..., EYE_OUTER[0], :] - points[..., EYE_OUTER[1], :], axis=-1)
-
-
-def aperture(points: np.ndarray) -> np.ndarray:
-    """Inner-lip opening of ``(..., 478, 3)`` landmarks over the outer eye-corner distance, ``(...)``.
-
-    The mean 3D distance of the 7 central inner-lip pairs (around points 13/14). It is rotation-invariant and
-    matches the evaluation suite's 2D measure on frontal faces (within about 5 % on real videos).
-    """
-    return _pairs_gap(points, APERTURE_UPPER, APERTURE_LOWER).mean(-1) / eye_corner_distance(points)
 
 
 def mouth_width(points: np.ndarray) -> np.ndarray:
@@ -193,17 +170,18 @@ def rest_template(template: np.ndarray, open_basis: np.ndarray) -> np.ndarray:
     """``template`` with the lips just touching: the jaw basis removes its opening, the closure removes the rest."""
     template = np.asarray(template, dtype=np.float64)
     epsilon = 0.01
-    slope = (aperture(template + epsilon * open_basis) - aperture(template - epsilon * open_basis)) / (2 * epsilon)
-    face = template - (aperture(template) / max(float(slope), 1e-6)) * open_basis
+    opening = lip_opening_3d(template + epsilon * open_basis) - lip_opening_3d(template - epsilon * open_basis)
+    slope = opening / (2 * epsilon)
+    face = template - (lip_opening_3d(template) / max(float(slope), 1e-6)) * open_basis
     matrix, pairs = closure_map(face)
     return face + close_lips(face[None], np.ones(1), matrix, pairs)[0]
 
 
 def normalize_open_basis(rest: np.ndarray, open_basis: np.ndarray, level: float = 0.12) -> np.ndarray:
-    """Scale the jaw basis so that ``aperture(rest + s * basis) = s`` at ``s = level`` (a typical open vowel)."""
+    """Scale the jaw basis so that ``lip_opening_3d(rest + s * basis) = s`` at ``s = level`` (a typical open vowel)."""
     scale = 1.0
     for _ in range(6):  # the aperture is nearly linear in the coefficient: a few fixed-point steps suffice
-        scale *= level / max(float(aperture(rest + level * scale * open_basis)), 1e-6)
+        scale *= level / max(float(lip_opening_3d(rest + level * scale * open_basis)), 1e-6)
     return open_basis * scale
 
 
@@ -621,7 +599,7 @@ class ArticulationTeacher:
         """``(478, 3)`` offset that brings ``reference``'s mouth to rest (lips just touching)."""
         reference = np.asarray(reference, dtype=np.float64)
         open_basis = self.bases.basis["open"]
-        offset = -float(aperture(reference)) * open_basis
+        offset = -float(lip_opening_3d(reference)) * open_basis
         face = reference + offset
         return offset + close_lips(face[None], np.ones(1), *self._closure)[0]
 
@@ -711,7 +689,7 @@ class ArticulationTeacher:
             "blink": blink.astype(np.float32),
             "mouth_params": params.astype(np.float32),
             "emotion_weights": weights.astype(np.float32),
-            "aperture": aperture(reference[None] + expression).astype(np.float32),
+            "aperture": lip_opening_3d(reference[None] + expression).astype(np.float32),
         }
 
 

@@ -36,13 +36,13 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
+from emotalk_common.constants import SAMPLING_RATE
 from emotalk_training.data import CLIP_PHONES, CLIP_REFERENCES
 from emotalk_training.prepare import DATASET_FORMAT_VERSION, INDEX_NAME, _write_json, write_shard
 
-from modeling_emotalk.configuration_emotalk import EMOTIONS
 from modeling_emotalk.errors import EmoTalkInputError
 
-SAMPLING_RATE = 16000
 DEFAULT_FACES = (str(Path(__file__).resolve().parents[2] / ".." / "shared" / "media" / "photos"),)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
