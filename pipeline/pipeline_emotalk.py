@@ -40,12 +40,13 @@ FPS_RANGE = (1.0, 60.0)
 INTENSITY_RANGE = (0.0, 1.0)
 POSE_SCALE_RANGE = (0.0, 3.0)
 MAX_FRAME_BATCH = 256
+"""Largest ``batch_size`` (frames per stage-2 call): beyond it memory grows with no speed gain."""
 MAX_REFERENCE_IMAGES = 4
 """Most extra photos of the same person (``reference_images``): each adds one encoded source to every frame."""
-"""Largest ``batch_size`` (frames per stage-2 call): beyond it memory grows with no speed gain."""
 RENDER_AHEAD = 2
-"""Frame batches a background thread renders ahead while the caller pastes back and encodes; 0 renders in the
-caller's thread. Peak memory grows by at most ``RENDER_AHEAD + 1`` batches of crops, whatever the duration."""
+"""Frame batches a background thread renders ahead while the caller pastes back and encodes, on machines with
+more cores than torch uses (see :func:`render_ahead`); 0 renders in the caller's thread. Peak memory grows by
+at most ``RENDER_AHEAD + 1`` batches of crops, whatever the duration."""
 OUTPUT_TYPES = ("uint8", "np", "pil")
 PHOTO_EXPRESSION_MODES = ("replace", "keep")
 """``"replace"``: the portrait's own expression (a smile) is removed before the requested one is applied;
@@ -381,7 +382,7 @@ class EmotionalTalkingFacePipeline(Pipeline):
 
         def render() -> Iterator[np.ndarray]:
             batches = model.render(pixel_values, source_landmarks, landmarks, batch_size)
-            rendered = _rendered_ahead(_inference_batches(batches), RENDER_AHEAD)  # stage 2 in a thread
+            rendered = _rendered_ahead(_inference_batches(batches), render_ahead())  # stage 2 in a thread
             with (
                 closing(rendered),
                 tqdm(total=len(landmarks), unit="frame", desc="rendering", disable=not progress) as bar,
@@ -465,6 +466,13 @@ def _resolve_image(image: Any) -> Any:
             shown = image if len(image) <= 80 else f"{image[:60]}... ({len(image)} characters)"
             raise ImageReadError(f"cannot read an image from {shown!r}: {type(err).__name__}") from err
     return image
+
+
+def render_ahead() -> int:
+    """How many batches to render ahead in a thread: :data:`RENDER_AHEAD` when cores are left over for the
+    caller's paste-back and encoding, else 0 — on a 2-core machine where stage 2 already uses both cores the
+    thread only competes with it (measured 5 % slower whole runs, ``benchmarks/RESULTS.md``)."""
+    return RENDER_AHEAD if (os.cpu_count() or 1) > torch.get_num_threads() else 0
 
 
 def _rendered_ahead(items: Iterator[Any], ahead: int) -> Iterator[Any]:

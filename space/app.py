@@ -382,7 +382,9 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
                 "or recording.",
                 print_exception=False,
             ) from err
-        emotion_note = f"**{heard}**" + (" (heard in the voice)" if is_auto(spec) else "")
+        emotion_note = f"**{heard}**" + (
+            " (heard in the voice: experimental, not measured on real emotional speech)" if is_auto(spec) else ""
+        )
         if not isinstance(spec, str):
             emotion_note = f"**{heard}** dominant (blend or schedule)"
         details = (
@@ -430,7 +432,9 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
         """One example row, in the order of the inputs (blinks and paste-back on, no landmark preview)."""
         return [example_portrait, example_speech, emotion, intensity, schedule, head_motion, True, True, False, seed]
 
-    emotion_choices = [("Auto (from the voice)", "auto")] + [(label.capitalize(), label) for label in labels]
+    emotion_choices = [("Auto (from the voice; experimental, unmeasured on real voices)", "auto")] + [
+        (label.capitalize(), label) for label in labels
+    ]
 
     with gr.Blocks(title="EmoTalk · emotional talking faces", delete_cache=(3600, 3600)) as demo:
         gr.HTML(HEADER)

@@ -64,6 +64,34 @@ def tiny_config() -> EmoTalkConfig:
     )
 
 
+def save_tiny_composite(
+    path, *, residual_std: float = 0.0, emotion_std: float = 0.0, expression_std: float = 0.0, feature_extractor=True
+):
+    """Save the seeded tiny composite (64² crops) to ``path`` (+ its feature extractor) and return ``path``.
+
+    The ``*_std`` give layers that start at zero or near it random weights, in this order: the generator's RGB
+    residual (frames then depend on stage 2), stage 1's emotion and expression coefficients (emotion and audio
+    then move the landmarks visibly).
+    """
+    from transformers import Wav2Vec2FeatureExtractor
+
+    torch.manual_seed(0)
+    model = EmoTalkModel(tiny_config()).eval()
+    layers = (
+        (model.generator.to_output, residual_std),
+        (model.landmark_model.emotion_coefficients, emotion_std),
+        (model.landmark_model.expression_coefficients, expression_std),
+    )
+    with torch.no_grad():
+        for layer, std in layers:
+            if std:
+                layer.weight.normal_(0, std)
+    model.save_pretrained(path)
+    if feature_extractor:
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, return_attention_mask=True).save_pretrained(path)
+    return path
+
+
 def randomize_zero_layers(model: torch.nn.Module) -> None:
     """Give zero-initialized output layers small random weights so that gradients flow through them."""
     generator = torch.Generator().manual_seed(0)
@@ -278,6 +306,9 @@ def test_composite_forward_save_load_round_trip(tmp_path, face_crop):
     torch.manual_seed(0)
     model = EmoTalkModel(tiny_config()).eval()
     randomize_zero_layers(model)
+    # float32 convolutions: the bfloat16 inference path rounds to 3 significant digits, so a 1e-7 difference
+    # in the loaded audio encoder's arithmetic could show at 1e-3 in frames; this test is about serialization
+    model.generator.set_conv_precision("float32")
     audio = torch.randn(1, 8000) * 0.1
     pixels = torch.rand(1, 3, 64, 64)
     points = torch.from_numpy(face_crop[1])[None]
@@ -291,13 +322,16 @@ def test_composite_forward_save_load_round_trip(tmp_path, face_crop):
     config = AutoConfig.from_pretrained(tmp_path)
     assert "auto_map" in config.to_dict()
     loaded = EmoTalkModel.from_pretrained(tmp_path).eval()
+    loaded.generator.set_conv_precision("float32")
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
     for name, buffer in model.named_buffers():
         torch.testing.assert_close(buffer, dict(loaded.named_buffers())[name], msg=name)
     with torch.no_grad():
         after = loaded(audio, pixels, points, emotion=torch.tensor([3]))
-    torch.testing.assert_close(before.frames, after.frames)
+    # weights and buffers are equal bit for bit (above); the loaded copy's float32 arithmetic may still differ
+    # by ~1e-9 (memory alignment picks other SIMD paths), which the spline solve can amplify to ~3e-5 in a pixel
+    torch.testing.assert_close(before.frames, after.frames, atol=1e-4, rtol=0)
     torch.testing.assert_close(before.landmarks, after.landmarks)
 
 

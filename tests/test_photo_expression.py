@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import synthetic_speech
 from safetensors.torch import load_file, save_file
-from test_modeling import tiny_generator_config, tiny_landmark_config
-from transformers import Wav2Vec2FeatureExtractor, pipeline
+from test_modeling import save_tiny_composite
+from transformers import pipeline
 
-from modeling_emotalk import EmoTalkConfig, EmoTalkModel
+from modeling_emotalk import EmoTalkModel
 from modeling_emotalk.errors import EmoTalkInputError
 from modeling_emotalk.landmarks import MOUTH_CORNERS, canonicalize
 from modeling_emotalk.photo_expression import PhotoExpression
@@ -58,18 +58,8 @@ def test_a_smile_is_removed_and_its_opposite_is_left_alone():
 
 @pytest.fixture(scope="module")
 def smile_model_dir(tmp_path_factory):
-    """The tiny composite with a smile-only estimator, around the astronaut's own canonical face."""
-    torch.manual_seed(0)
-    config = EmoTalkConfig(
-        landmark_config=tiny_landmark_config().to_dict(),
-        generator_config=tiny_generator_config().to_dict(),
-        crop_size=64,
-    )
-    model = EmoTalkModel(config).eval()
-    path = tmp_path_factory.mktemp("tiny-smile")
-    model.save_pretrained(path)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, return_attention_mask=True).save_pretrained(path)
-    return path
+    """The tiny composite (its estimator is set per test)."""
+    return save_tiny_composite(tmp_path_factory.mktemp("tiny-smile"))
 
 
 def test_loading_a_checkpoint_without_the_estimator_gives_an_unfitted_one(smile_model_dir, tmp_path):

@@ -15,10 +15,10 @@ from conftest import synthetic_speech
 from emotalk_pipeline.cli import main as cli_main
 from emotalk_pipeline.emotion import emotion_weights, parse_emotion_string
 from PIL import Image
-from test_modeling import tiny_generator_config, tiny_landmark_config
-from transformers import Wav2Vec2FeatureExtractor, pipeline
+from test_modeling import save_tiny_composite
+from transformers import pipeline
 
-from modeling_emotalk import EMOTIONS, EmoTalkConfig, EmoTalkModel
+from modeling_emotalk import EMOTIONS
 from modeling_emotalk.errors import EmoTalkInputError
 
 QUIET = {"progress": False}
@@ -38,20 +38,8 @@ def probe(path) -> dict:
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     """A tiny seeded composite model whose stage 1 visibly reacts to emotion (64² crops: fast)."""
-    torch.manual_seed(0)
-    config = EmoTalkConfig(
-        landmark_config=tiny_landmark_config().to_dict(),
-        generator_config=tiny_generator_config().to_dict(),
-        crop_size=64,
-    )
-    model = EmoTalkModel(config).eval()
-    with torch.no_grad():  # make emotion and audio move the landmarks by a visible amount
-        model.landmark_model.emotion_coefficients.weight.normal_(0, 0.5)
-        model.landmark_model.expression_coefficients.weight.normal_(0, 0.5)
-    path = tmp_path_factory.mktemp("tiny-emotalk")
-    model.save_pretrained(path)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, return_attention_mask=True).save_pretrained(path)
-    return path
+    # emotion and audio move the landmarks by a visible amount
+    return save_tiny_composite(tmp_path_factory.mktemp("tiny-emotalk"), emotion_std=0.5, expression_std=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import soundfile as sf
 import torch
 from conftest import synthetic_speech
 from PIL import Image
-from test_modeling import tiny_generator_config, tiny_landmark_config
-from transformers import Wav2Vec2FeatureExtractor, pipeline
+from test_modeling import save_tiny_composite
+from transformers import pipeline
 
 from modeling_emotalk import EmoTalkConfig, EmoTalkGeneratorConfig, EmoTalkLandmarkConfig, EmoTalkModel
 from modeling_emotalk.audio_processing import load_audio, read_audio
@@ -32,20 +32,7 @@ STILL = {"pose": "still", "blink": False, "gaze": False}
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    config = EmoTalkConfig(
-        landmark_config=tiny_landmark_config().to_dict(),
-        generator_config=tiny_generator_config().to_dict(),
-        crop_size=64,
-    )
-    model = EmoTalkModel(config).eval()
-    with torch.no_grad():
-        model.landmark_model.emotion_coefficients.weight.normal_(0, 0.5)
-        model.landmark_model.expression_coefficients.weight.normal_(0, 0.5)
-    path = tmp_path_factory.mktemp("tiny-core")
-    model.save_pretrained(path)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, return_attention_mask=True).save_pretrained(path)
-    return path
+    return save_tiny_composite(tmp_path_factory.mktemp("tiny-core"), emotion_std=0.5, expression_std=0.5)
 
 
 @pytest.fixture(scope="module")

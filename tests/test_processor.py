@@ -9,13 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from emotalk_common import geometry, topology
 from emotalk_common.facemesh import FaceMesh, FaceMeshError
-from test_modeling import tiny_generator_config, tiny_landmark_config
+from test_modeling import save_tiny_composite
 from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor, pipeline
 
-from modeling_emotalk import EmoTalkConfig, EmoTalkModel, landmarks
+from modeling_emotalk import landmarks
 from modeling_emotalk.errors import NoFaceError
 from modeling_emotalk.face_processing import FaceProcessor
 from modeling_emotalk.processing_emotalk import FACE_SETTINGS, EmoTalkProcessor
@@ -58,14 +57,7 @@ def test_feature_extractor_only_folder_gets_the_defaults(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    torch.manual_seed(0)
-    config = EmoTalkConfig(
-        landmark_config=tiny_landmark_config().to_dict(),
-        generator_config=tiny_generator_config().to_dict(),
-        crop_size=64,
-    )
-    path = tmp_path_factory.mktemp("tiny-processor")
-    EmoTalkModel(config).eval().save_pretrained(path)
+    path = save_tiny_composite(tmp_path_factory.mktemp("tiny-processor"), feature_extractor=False)
     EmoTalkProcessor(crop_size=64, margin=1.2, min_face_size=40).save_pretrained(path)
     return path
 

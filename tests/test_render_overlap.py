@@ -13,37 +13,39 @@ import emotalk_pipeline  # noqa: F401  (registers the task)
 import emotalk_pipeline.pipeline_emotalk as pipeline_module
 import numpy as np
 import pytest
-import torch
 from conftest import synthetic_speech
-from test_modeling import tiny_generator_config, tiny_landmark_config
-from transformers import Wav2Vec2FeatureExtractor, pipeline
-
-from modeling_emotalk import EmoTalkConfig, EmoTalkModel
+from test_modeling import save_tiny_composite
+from transformers import pipeline
 
 QUIET = {"progress": False, "batch_size": 4}
 
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-    torch.manual_seed(0)
-    config = EmoTalkConfig(
-        landmark_config=tiny_landmark_config().to_dict(),
-        generator_config=tiny_generator_config().to_dict(),
-        crop_size=64,
-    )
-    model = EmoTalkModel(config).eval()
-    with torch.no_grad():  # a non-zero residual, so that the frames depend on stage 2
-        model.generator.to_output.weight.normal_(0, 0.05)
-        model.landmark_model.emotion_coefficients.weight.normal_(0, 0.5)
-    path = tmp_path_factory.mktemp("tiny-overlap")
-    model.save_pretrained(path)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, return_attention_mask=True).save_pretrained(path)
+    # a non-zero residual, so that the frames depend on stage 2
+    path = save_tiny_composite(tmp_path_factory.mktemp("tiny-overlap"), residual_std=0.05, emotion_std=0.5)
     return pipeline("emotional-talking-face", model=str(path))
 
 
 @pytest.fixture(scope="module")
 def audio():
     return {"array": synthetic_speech(1.2), "sampling_rate": 16000}
+
+
+@pytest.fixture(autouse=True)
+def render_ahead_on_any_machine(monkeypatch):
+    """The pipeline renders ahead only where cores are left over (not on a 2-core CI machine): force it on,
+    following RENDER_AHEAD, so these tests exercise the thread everywhere."""
+    monkeypatch.setattr(pipeline_module, "render_ahead", lambda: pipeline_module.RENDER_AHEAD)
+
+
+def test_render_ahead_only_with_cores_to_spare(monkeypatch):
+    monkeypatch.undo()  # the real rule, not the fixture's
+    monkeypatch.setattr(pipeline_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(pipeline_module.torch, "get_num_threads", lambda: 2)
+    assert pipeline_module.render_ahead() == 0
+    monkeypatch.setattr(pipeline_module.os, "cpu_count", lambda: 16)
+    assert pipeline_module.render_ahead() == pipeline_module.RENDER_AHEAD
 
 
 def _threads() -> set[threading.Thread]:
