@@ -10,7 +10,7 @@ expression directions (MEAD's seven emotion offsets and the jaw opening), with t
 people treated as correlated noise (a low-rank identity covariance learned from many faces), so that a
 wide mouth or high brows that belong to the person are not mistaken for a smile or surprise. The fit is
 linear, so it is stored as one matrix: ``coefficients = relu(estimator · (x − mean))``; the removed
-expression is ``Σ coefficients · directions``. ``recipes/default_model/fit_photo_expression.py`` fits it from
+expression is ``Σ coefficients · directions`` on the lower face (:data:`LOWER_FACE`). ``recipes/default_model/fit_photo_expression.py`` fits it from
 tracked real video; until it is fitted (all zeros) it removes nothing.
 """
 
@@ -20,6 +20,11 @@ import torch
 from torch import nn
 
 from .landmarks import NUM_LANDMARKS
+
+LOWER_FACE = (0.25, 0.55)
+"""Canonical heights (eye line 0, nose tip ≈ 0.56, mouth corners ≈ 1.05) between which the removal fades in:
+the estimate is removed from the mouth, cheeks and jaw only. Brows and lids stay the photo's: their height is
+largely the person's, and lowering them as "expression" let an angry or sad brow fold over the upper lid."""
 
 
 class PhotoExpression(nn.Module):
@@ -35,6 +40,11 @@ class PhotoExpression(nn.Module):
         self.register_buffer("estimator", torch.zeros(num_components, num_landmarks, 3), persistent=True)
         self.register_buffer("directions", torch.zeros(num_components, num_landmarks, 3), persistent=True)
 
+    def removal_weight(self) -> torch.Tensor:
+        """``(478, 1)``: where the estimated expression is removed — the lower face only (see :data:`LOWER_FACE`)."""
+        low, high = LOWER_FACE
+        return ((self.mean[:, 1:2] - low) / (high - low)).clamp(0, 1)
+
     @property
     def fitted(self) -> bool:
         """Whether the estimator holds a fit (an unfitted one removes nothing)."""
@@ -48,7 +58,7 @@ class PhotoExpression(nn.Module):
     def forward(self, canonical: torch.Tensor) -> torch.Tensor:
         """The faces with their estimated expression removed, same shape and dtype as ``canonical``."""
         expression = torch.einsum("...e,end->...nd", self.coefficients(canonical), self.directions)
-        return canonical - expression.to(canonical.dtype)
+        return canonical - (expression * self.removal_weight()).to(canonical.dtype)
 
 
 __all__ = ["PhotoExpression"]

@@ -15,7 +15,7 @@ from transformers import pipeline
 
 from modeling_emotalk import EmoTalkModel
 from modeling_emotalk.errors import EmoTalkInputError
-from modeling_emotalk.landmarks import MOUTH_CORNERS, canonicalize
+from modeling_emotalk.landmarks import LEFT_EYEBROW, MOUTH_CORNERS, RIGHT_EYEBROW, canonicalize
 from modeling_emotalk.photo_expression import PhotoExpression
 
 QUIET = {"progress": False, "pose": "still", "blink": False, "gaze": False, "paste_back": False}
@@ -48,12 +48,32 @@ def test_unfitted_prior_removes_nothing():
 def test_a_smile_is_removed_and_its_opposite_is_left_alone():
     prior = PhotoExpression(8)
     mean = torch.randn(478, 3) * 0.1
+    mean[list(MOUTH_CORNERS), 1] = 1.05  # the mouth sits a face-height below the eyes (canonical y)
     fit_smile(prior, mean)
     smiling = mean + 0.8 * smile_direction()
     frowning = mean - 0.8 * smile_direction()  # a negative smile is not an expression this component removes
     assert prior.coefficients(smiling)[0].item() == pytest.approx(0.8, abs=1e-5)
     torch.testing.assert_close(prior(smiling), mean, atol=1e-6, rtol=0)
     torch.testing.assert_close(prior(frowning), frowning, atol=0, rtol=0)
+
+
+def test_only_the_lower_face_is_changed():
+    """A component that also raises the brows is removed from the mouth only: the brows stay the photo's."""
+    prior = PhotoExpression(8)
+    mean = torch.zeros(478, 3)
+    mean[list(MOUTH_CORNERS), 1] = 1.05
+    brows = list(RIGHT_EYEBROW + LEFT_EYEBROW)
+    mean[brows, 1] = -0.26
+    direction = smile_direction()
+    direction[brows, 1] = -0.05
+    with torch.no_grad():
+        prior.mean.copy_(mean)
+        prior.directions[0] = direction
+        prior.estimator[0] = direction / direction.square().sum()
+    face = mean + 0.8 * direction
+    out = prior(face)
+    torch.testing.assert_close(out[brows], face[brows], atol=0, rtol=0)
+    torch.testing.assert_close(out[list(MOUTH_CORNERS)], mean[list(MOUTH_CORNERS)], atol=1e-6, rtol=0)
 
 
 @pytest.fixture(scope="module")
