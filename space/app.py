@@ -315,6 +315,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
         landmark_preview: bool = False,
         seed: float | None = 0,
         reference_photos: list[str] | None = None,
+        keep_photo_expression: bool | None = False,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008  (Gradio reads the default)
     ):
         """Animate ``portrait`` with ``speech``: returns the MP4, an optional landmark strip and a summary."""
@@ -365,6 +366,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
             "paste_back": bool(paste_back),
             "seed": int(seed),
             "max_audio_seconds": config.max_audio_seconds,
+            "photo_expression": "keep" if keep_photo_expression else "replace",
         }
         if references:
             options["reference_images"] = references
@@ -406,6 +408,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
         landmark_preview,
         seed,
         reference_photos=None,
+        keep_photo_expression=False,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008
     ):
         """:func:`generate` for the cached examples: video and details only (Gradio cannot reload an empty image
@@ -422,6 +425,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
             False,
             seed,
             reference_photos,
+            keep_photo_expression,
             progress,
         )
         return path, details
@@ -468,6 +472,11 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
                     blink = gr.Checkbox(value=True, label="Blinks", min_width=80)
                     paste_back = gr.Checkbox(value=True, label="Paste back", info="else the crop", min_width=80)
                     landmark_preview = gr.Checkbox(value=False, label="Landmarks", info="preview strip", min_width=80)
+                keep_photo_expression = gr.Checkbox(
+                    value=False,
+                    label="Keep the photo's own expression",
+                    info="off: a smile in the photo is removed first, so the emotion replaces it",
+                )
                 with gr.Accordion("Emotion schedule and seed", open=False):
                     emotion_schedule = gr.Textbox(
                         value="",
@@ -496,7 +505,8 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
             paste_back,
             landmark_preview,
             seed,
-            reference_photos,  # last, with a default: the earlier API positions are unchanged
+            reference_photos,  # these two last, with defaults: the earlier API positions are unchanged
+            keep_photo_expression,
         ]
         outputs = [video, preview, details]
         button.click(generate, inputs, outputs, api_name="generate", concurrency_limit=config.concurrency_limit)

@@ -147,3 +147,47 @@ def test_a_tight_portrait_is_mirrored_not_streaked_where_the_crop_leaves_the_pho
     outside = face.crop[: edge - 4].astype(np.float32)  # crop rows above the photo's top edge
     # repeated edge rows: neighbouring rows nearly equal (0.3 grey levels on the astronaut); mirrored: ~5
     assert np.abs(np.diff(outside, axis=0)).mean() > 1.5, "crop rows outside the photo repeat its edge row"
+
+
+class _Recording:
+    """A pipeline stand-in that records the options it is called with and renders with the real one."""
+
+    def __init__(self, pipe):
+        self._pipe, self.calls = pipe, []
+
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(kwargs)
+        return self._pipe(*args, **kwargs)
+
+
+def test_space_removes_the_photo_expression_unless_told_to_keep_it(smile_model_dir, astronaut, tmp_path):
+    for module in ("gradio", "gradio_client", "spaces"):
+        pytest.importorskip(module)
+    import soundfile as sf
+    from gradio_client import Client, handle_file
+    from PIL import Image
+    from test_space import _free_port, _load_app
+
+    recording = _Recording(pipeline("emotional-talking-face", model=str(smile_model_dir)))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        env.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+        app = _load_app()
+        demo = app.build_demo(recording, app.SpaceConfig(max_audio_seconds=3.0, cache_dir=tmp_path))
+        _, url, _ = demo.launch(
+            prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True
+        )
+        try:
+            Image.fromarray(astronaut).save(tmp_path / "face.png")
+            sf.write(tmp_path / "speech.wav", synthetic_speech(0.5), 16000, subtype="PCM_16")
+            client = Client(url, verbose=False)
+            positional = [handle_file(str(tmp_path / "face.png")), handle_file(str(tmp_path / "speech.wav"))]
+            positional += ["sad", 1.0, "", "natural", True, True, False, 0]  # the API's first ten positions
+            client.predict(*positional, api_name="/generate")
+            client.predict(*positional, None, True, api_name="/generate")
+        finally:
+            demo.close()
+    assert [call["photo_expression"] for call in recording.calls] == ["replace", "keep"]
