@@ -76,12 +76,17 @@ def _reference(reader, index: dict, clip: dict, frame: int) -> tuple[np.ndarray,
 def reconstruct(
     generator, crop: np.ndarray, landmarks: np.ndarray, driving: np.ndarray, batch_size: int
 ) -> np.ndarray:
-    """Stage 2 driven by ``driving`` ``(T, 478, 3)`` from one reference → ``(T, S, S, 3)`` uint8."""
+    """Stage 2 driven by ``driving`` ``(T, 478, 3)`` from reference(s) → ``(T, S, S, 3)`` uint8.
+
+    ``crop`` ``(S, S, 3)`` / ``landmarks`` ``(478, 3)`` is one reference; ``(K, S, S, 3)`` / ``(K, 478, 3)`` are K
+    references of the same person, fused by the generator (the first one's landmarks drive the warp).
+    """
     size = generator.config.image_size
-    pixels = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+    crops, marks = (crop, landmarks) if crop.ndim == 4 else (crop[None], landmarks[None])
+    pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
     if pixels.shape[-1] != size:
         pixels = torch.nn.functional.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True)
-    source = generator.encode_source(pixels, torch.from_numpy(landmarks)[None])
+    source = generator.encode_source(pixels[None], torch.from_numpy(marks)[None])
     out = []
     for start in range(0, len(driving), batch_size):
         frames = generator(source=source, driving_landmarks=torch.from_numpy(driving[start : start + batch_size]))

@@ -20,20 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from emotalk_training.evaluate_holdout import reconstruct
 
 from recipes.default_model.evaluate_stage2 import load_generator, mouth_boxes
-
-
-@torch.no_grad()
-def render_references(generator, crops: np.ndarray, landmarks: np.ndarray, driving: np.ndarray, batch_size: int = 8):
-    """Stage 2 from ``K`` references ``(K, S, S, 3)`` uint8 / ``(K, 478, 3)``, driven by ``(T, 478, 3)`` → uint8."""
-    pixels = torch.from_numpy(crops).permute(0, 3, 1, 2)[None].float() / 255
-    source = generator.encode_source(pixels, torch.from_numpy(landmarks)[None])
-    out = []
-    for start in range(0, len(driving), batch_size):
-        frames = generator(source=source, driving_landmarks=torch.from_numpy(driving[start : start + batch_size]))
-        out.append((frames.frames.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy())
-    return np.concatenate(out)
 
 
 def widest_mouth(landmarks: np.ndarray, frames: int) -> int:
@@ -91,7 +80,7 @@ def main() -> int:
         boxes = mouth_boxes(marks, truth.shape[1])
         entry = {"frames": len(truth), "scored": len(picked), "extra_reference_frame": extra}
         for name, refs in (("one", [0]), ("two", [0, extra])):
-            frames = render_references(generator, truth[refs], marks[refs], marks)
+            frames = reconstruct(generator, truth[refs], marks[refs], marks, 8)
             entry[name] = score(frames, truth, boxes, picked)
         report["clips"][clip["id"]] = entry
         print(clip["id"], json.dumps(entry), flush=True)
