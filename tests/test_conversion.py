@@ -241,14 +241,15 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_exported_folder_works_where_the_project_is_not_installed(exported, astronaut, tmp_path):
+def run_remote_script(folder, astronaut, tmp_path) -> dict:
+    """Load ``folder`` and render with :data:`REMOTE_SCRIPT` in a subprocess that cannot import EmoTalk."""
     Image.fromarray(astronaut).save(tmp_path / "portrait.png")
     sf.write(tmp_path / "speech.wav", synthetic_speech(0.6), 16000)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TOKENIZERS_PARALLELISM="false")
     source = emotalk_pipeline.DEFAULT_CHECKPOINT / "model.safetensors"
     result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(exported), str(source), str(tmp_path), str(ROOT)],
+        [sys.executable, "-c", REMOTE_SCRIPT, str(folder), str(source), str(tmp_path), str(ROOT)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -257,7 +258,11 @@ def test_exported_folder_works_where_the_project_is_not_installed(exported, astr
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert result.returncode == 0 and lines, result.stderr[-4000:]
-    facts = json.loads(lines[-1][len("RESULT ") :])
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def test_exported_folder_works_where_the_project_is_not_installed(exported, astronaut, tmp_path):
+    facts = run_remote_script(exported, astronaut, tmp_path)
     assert facts["model_module"].startswith("transformers_modules.")
     assert facts["pipeline_module"].startswith("transformers_modules.")
     assert facts["identical"] and facts["leaked"] == []

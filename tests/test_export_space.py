@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
 import sys
 import time
 import zlib
@@ -15,12 +14,10 @@ from pathlib import Path
 import emotalk_pipeline
 import numpy as np
 import pytest
-import soundfile as sf
-from conftest import synthetic_speech
 from emotalk_pipeline import hub_folder
 from huggingface_hub import ModelCard
 from PIL import Image
-from test_conversion import REMOTE_CODE, REMOTE_SCRIPT, ROOT, _save_tiny_composite, export_to_hub
+from test_conversion import REMOTE_CODE, _save_tiny_composite, export_to_hub, run_remote_script
 from transformers import pipeline
 
 from modeling_emotalk.errors import ImageReadError, ImageSizeError
@@ -49,29 +46,7 @@ def test_save_pretrained_folder_runs_where_the_project_is_not_installed(astronau
         files - {hub_folder.MANIFEST}
     )
 
-    Image.fromarray(astronaut).save(tmp_path / "portrait.png")
-    sf.write(tmp_path / "speech.wav", synthetic_speech(0.6), 16000)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TOKENIZERS_PARALLELISM="false")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            REMOTE_SCRIPT,
-            str(saved),
-            str(emotalk_pipeline.DEFAULT_CHECKPOINT / "model.safetensors"),
-            str(tmp_path),
-            str(ROOT),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    assert result.returncode == 0 and lines, result.stderr[-4000:]
-    facts = json.loads(lines[-1][len("RESULT ") :])
+    facts = run_remote_script(saved, astronaut, tmp_path)
     assert facts["pipeline_module"].startswith("transformers_modules.") and facts["leaked"] == []
     assert facts["identical"] and facts["num_frames"] == 6
 

@@ -169,25 +169,15 @@ def test_space_removes_the_photo_expression_unless_told_to_keep_it(smile_model_d
     import soundfile as sf
     from gradio_client import Client, handle_file
     from PIL import Image
-    from test_space import _free_port, _load_app
+    from test_space import launched_space
 
     recording = _Recording(pipeline("emotional-talking-face", model=str(smile_model_dir)))
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-        env.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-        app = _load_app()
-        demo = app.build_demo(recording, app.SpaceConfig(max_audio_seconds=3.0, cache_dir=tmp_path))
-        _, url, _ = demo.launch(
-            prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True
-        )
-        try:
-            Image.fromarray(astronaut).save(tmp_path / "face.png")
-            sf.write(tmp_path / "speech.wav", synthetic_speech(0.5), 16000, subtype="PCM_16")
-            client = Client(url, verbose=False)
-            positional = [handle_file(str(tmp_path / "face.png")), handle_file(str(tmp_path / "speech.wav"))]
-            positional += ["sad", 1.0, "", "natural", True, True, False, 0]  # the API's first ten positions
-            client.predict(*positional, api_name="/generate")
-            client.predict(*positional, None, True, api_name="/generate")
-        finally:
-            demo.close()
+    Image.fromarray(astronaut).save(tmp_path / "face.png")
+    sf.write(tmp_path / "speech.wav", synthetic_speech(0.5), 16000, subtype="PCM_16")
+    with launched_space(recording, tmp_path, max_audio_seconds=3.0) as (url, _):
+        client = Client(url, verbose=False)
+        positional = [handle_file(str(tmp_path / "face.png")), handle_file(str(tmp_path / "speech.wav"))]
+        positional += ["sad", 1.0, "", "natural", True, True, False, 0]  # the API's first ten positions
+        client.predict(*positional, api_name="/generate")
+        client.predict(*positional, None, True, api_name="/generate")
     assert [call["photo_expression"] for call in recording.calls] == ["replace", "keep"]

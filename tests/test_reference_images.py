@@ -7,14 +7,13 @@ astronaut and a flipped, shifted copy of it (another view of the same face, plac
 from __future__ import annotations
 
 import emotalk_cli
-import emotalk_pipeline.cli as pipeline_cli
 import numpy as np
 import pytest
 import soundfile as sf
+import test_cli_safety
 from conftest import synthetic_speech
 from emotalk_pipeline.batch import read_manifest
 from PIL import Image
-from test_cli_safety import FakePipe
 from test_pipeline import tiny_model_dir  # noqa: F401  (the fixture)
 from transformers import pipeline
 
@@ -107,13 +106,7 @@ def test_render_fuses_k_references(tiny_model_dir):  # noqa: F811
 
 
 # ------------------------------------------------------------------------------------------------ CLI and batch
-@pytest.fixture
-def fake_pipe(monkeypatch):
-    pipe = FakePipe()
-    loaded = []
-    monkeypatch.setattr(pipeline_cli, "_load_pipeline", lambda args: loaded.append(args) or pipe)
-    pipe.loaded = loaded
-    return pipe
+fake_pipe = test_cli_safety.fake_pipe  # the CLI tests' pipeline stand-in (a fixture)
 
 
 @pytest.fixture
@@ -181,23 +174,10 @@ def space_client(tmp_path_factory, tiny_pipe):
     for module in ("gradio", "gradio_client", "spaces"):
         pytest.importorskip(module)
     from gradio_client import Client
-    from test_space import _free_port, _load_app
+    from test_space import launched_space
 
-    cache = tmp_path_factory.mktemp("space")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-        env.setenv("GRADIO_EXAMPLES_CACHE", str(cache / "cached_examples"))
-        env.setenv("GRADIO_TEMP_DIR", str(cache / "gradio"))
-        app = _load_app()
-        config = app.SpaceConfig(max_audio_seconds=3.0, cache_dir=cache)
-        demo = app.build_demo(tiny_pipe, config)
-        _, url, _ = demo.launch(
-            prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True
-        )
-        try:
-            yield Client(url, verbose=False)
-        finally:
-            demo.close()
+    with launched_space(tiny_pipe, tmp_path_factory.mktemp("space"), max_audio_seconds=3.0) as (url, _):
+        yield Client(url, verbose=False)
 
 
 def test_space_takes_more_photos_last_and_names_a_bad_one(space_client, astronaut, other_view, no_face, tmp_path):

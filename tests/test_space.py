@@ -6,6 +6,7 @@ browser test needs Debian's ``chromium`` (installed by ``.ci/run``) and is skipp
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import shutil
@@ -42,20 +43,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def space(tmp_path_factory):
-    """The launched app: ``(url, module)``; closed after the module's tests."""
-    import emotalk_pipeline
-    from transformers import pipeline
-
-    cache = tmp_path_factory.mktemp("space")
+@contextlib.contextmanager
+def launched_space(pipe, cache: Path, max_audio_seconds: float = MAX_AUDIO_SECONDS):
+    """The Space around ``pipe``, launched in-process on a free local port: ``(url, app module)``."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GRADIO_ANALYTICS_ENABLED", "False")
         env.setenv("GRADIO_EXAMPLES_CACHE", str(cache / "cached_examples"))
         env.setenv("GRADIO_TEMP_DIR", str(cache / "gradio"))
         app = _load_app()
-        config = app.SpaceConfig(max_audio_seconds=MAX_AUDIO_SECONDS, cache_dir=cache)
-        demo = app.build_demo(pipeline(emotalk_pipeline.TASK), config)
+        config = app.SpaceConfig(max_audio_seconds=max_audio_seconds, cache_dir=cache)
+        demo = app.build_demo(pipe, config)
         _, url, _ = demo.launch(
             prevent_thread_lock=True,
             server_name="127.0.0.1",
@@ -67,6 +64,16 @@ def space(tmp_path_factory):
             yield url, app
         finally:
             demo.close()
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    """The launched app: ``(url, module)``; closed after the module's tests."""
+    import emotalk_pipeline
+    from transformers import pipeline
+
+    with launched_space(pipeline(emotalk_pipeline.TASK), tmp_path_factory.mktemp("space")) as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
