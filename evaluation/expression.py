@@ -204,8 +204,8 @@ def expression_gain(clip_probs: np.ndarray, neutral_probs: np.ndarray, label: st
 
     Frames without a face (NaN rows) are left out of both means.
     """
-    column = _column(label)
-    return class_gains(clip_probs, neutral_probs)[EMOTALK_LABELS[column]]
+    _column(label)  # refuses a label the classifier has no class for
+    return class_gains(clip_probs, neutral_probs)[label]
 
 
 def relative_top1(gains: Mapping[str, float]) -> str:

@@ -447,6 +447,15 @@ def read_audio(
     return LoadedAudio(samples, np.ascontiguousarray(original, dtype=np.float32), int(original_rate))
 
 
+def default_feature_extractor() -> Any:
+    """The project's feature extractor: 16 kHz mono, normalized, with an attention mask."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    )
+
+
 class AudioProcessor:
     """Speech -> wav2vec2 inputs (16 kHz mono, zero-mean unit-variance) plus the raw audio for muxing.
 
@@ -459,15 +468,7 @@ class AudioProcessor:
 
     def __init__(self, feature_extractor: Any = None, max_seconds: float | None = 600.0, min_seconds: float = 0.1):
         if feature_extractor is None:
-            from transformers import Wav2Vec2FeatureExtractor
-
-            feature_extractor = Wav2Vec2FeatureExtractor(
-                feature_size=1,
-                sampling_rate=SAMPLING_RATE,
-                padding_value=0.0,
-                do_normalize=True,
-                return_attention_mask=True,
-            )
+            feature_extractor = default_feature_extractor()
         if getattr(feature_extractor, "sampling_rate", SAMPLING_RATE) != SAMPLING_RATE:
             raise ValueError(
                 f"the feature extractor must work at {SAMPLING_RATE} Hz, got {feature_extractor.sampling_rate}"

@@ -131,7 +131,7 @@ class EmoTalkModel(PreTrainedModel):
         fps = float(fps or self.config.landmark_config.fps)
         reference = source_landmarks[:, 0] if source_landmarks.ndim == 4 else source_landmarks
         reference = reference.to(device=self.device, dtype=torch.float32)
-        canonical, _ = canonicalize(reference)
+        canonical, frame = canonicalize(reference)
         canonical = self._rest_face(canonical, photo_expression)
         input_values = input_values.to(device=self.device, dtype=self.dtype)
         if attention_mask is not None:
@@ -160,13 +160,8 @@ class EmoTalkModel(PreTrainedModel):
             motion = {key: value.float() if value.is_floating_point() else value for key, value in out.items()}
         else:
             motion = _cross_faded(stage1, num_frames, fps, window, overlap_seconds, input_values.shape[1])
-        motion["landmarks"] = self.compose_landmarks(
-            reference,
-            motion["expression"],
-            motion["head_pose"],
-            motion["gaze"],
-            motion["blink"],
-            photo_expression=photo_expression,
+        motion["landmarks"] = relocate(  # compose_landmarks, with the rest face and frame computed above
+            canonical, motion["expression"], motion["head_pose"], motion["gaze"], motion["blink"], frame
         )
         return EmoTalkLandmarkOutput(**motion)
 

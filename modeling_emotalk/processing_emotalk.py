@@ -17,7 +17,7 @@ from transformers import FeatureExtractionMixin
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import FEATURE_EXTRACTOR_NAME, cached_file
 
-from .audio_processing import SAMPLING_RATE, AudioProcessor
+from .audio_processing import AudioProcessor, default_feature_extractor
 from .face_processing import FaceProcessor
 
 __all__ = ["FACE_SETTINGS", "EmoTalkProcessor"]
@@ -31,15 +31,6 @@ FACE_SETTINGS: dict[str, Any] = {
 }
 """The face processor's settings saved in ``preprocessor_config.json``, with their defaults."""
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
-
-
-def default_feature_extractor() -> FeatureExtractionMixin:
-    """The project's feature extractor: 16 kHz mono, normalized, with an attention mask."""
-    from transformers import Wav2Vec2FeatureExtractor
-
-    return Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    )
 
 
 class EmoTalkProcessor(ProcessorMixin):

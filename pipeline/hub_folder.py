@@ -363,11 +363,9 @@ def _write_preprocessor(output: Path, model, preprocessor: Any) -> None:
         shutil.copyfile(source, output / "preprocessor_config.json")
         return
     if preprocessor is None:  # the project's feature extractor (the embedded default's settings)
-        from transformers import Wav2Vec2FeatureExtractor
+        from modeling_emotalk.audio_processing import default_feature_extractor
 
-        preprocessor = Wav2Vec2FeatureExtractor(
-            feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-        )
+        preprocessor = default_feature_extractor()
     preprocessor.to_json_file(output / "preprocessor_config.json")
 
 
@@ -421,7 +419,9 @@ def write_pipeline_folder(
     if kwargs.pop("push_to_hub", False):
         raise ExportError("push_to_hub is not supported here: use conversion/export_to_hub.py --push-to-hub")
     if kwargs:
-        raise ExportError(f"unexpected arguments {sorted(kwargs)}: expected repo_id, revision, overwrite, provenance")
+        raise ExportError(
+            f"unexpected arguments {sorted(kwargs)}: expected repo_id, revision, overwrite, provenance, preprocessor, model_card"
+        )
     if repo_id and revision is None:
         revision = default_revision()
     revision = check_revision(revision)

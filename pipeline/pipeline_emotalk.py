@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -28,9 +28,10 @@ from emotalk_common.video_io import check_output_path, write_mp4
 from tqdm.auto import tqdm
 from transformers import Pipeline
 
-from modeling_emotalk.audio_processing import SAMPLING_RATE, AudioProcessor, read_audio
+from modeling_emotalk.audio_processing import SAMPLING_RATE, read_audio
 from modeling_emotalk.errors import EmoTalkInputError, ImageReadError
 from modeling_emotalk.face_processing import FaceCrop, FaceProcessor
+from modeling_emotalk.modeling_emotalk import OVERLAP_SECONDS, WINDOW_SECONDS, PhotoExpressionMode
 from modeling_emotalk.processing_emotalk import EmoTalkProcessor
 
 from .emotion import emotion_weights, validate_emotion
@@ -48,11 +49,11 @@ RENDER_AHEAD = 2
 more cores than torch uses (see :func:`render_ahead`); 0 renders in the caller's thread. Peak memory grows by
 at most ``RENDER_AHEAD + 1`` batches of crops, whatever the duration."""
 OUTPUT_TYPES = ("uint8", "np", "pil")
-PHOTO_EXPRESSION_MODES = ("replace", "keep")
-"""``"replace"``: the portrait's own expression (a smile) is removed before the requested one is applied;
-``"keep"``: the requested emotion is added to the portrait's expression as it is."""
 """``frames`` as ``(T, H, W, 3)`` uint8, as ``(T, H, W, 3)`` float32 in [0, 1] (diffusers' "np"), or a list
 of PIL images; the last two are what ``diffusers.utils.export_to_video`` takes."""
+PHOTO_EXPRESSION_MODES = get_args(PhotoExpressionMode)
+"""``"replace"``: the portrait's own expression (a smile) is removed before the requested one is applied;
+``"keep"``: the requested emotion is added to the portrait's expression as it is."""
 _UNSET = object()
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]{64,}")
 
@@ -171,15 +172,14 @@ class EmotionalTalkingFacePipeline(Pipeline):
     _load_feature_extractor = True
     _load_tokenizer = False
 
-    window_seconds = 10.0
-    overlap_seconds = 1.0
+    window_seconds = WINDOW_SECONDS
+    overlap_seconds = OVERLAP_SECONDS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if not isinstance(self.processor, EmoTalkProcessor):  # the face settings saved beside the weights
             self.processor = EmoTalkProcessor.for_model(self.model, feature_extractor=self.feature_extractor)
         self.face_processor: FaceProcessor = self.processor.face_processor
-        self.audio_processor = AudioProcessor(self.feature_extractor, max_seconds=None)  # min_seconds, extractor
 
     @property
     def emotion_labels(self) -> tuple[str, ...]:
@@ -303,9 +303,7 @@ class EmotionalTalkingFacePipeline(Pipeline):
         image = self.face_processor.load_image(_resolve_image(inputs["image"]))
         face = self.face_processor(image, face_index=face_index)
         references = [self._reference_face(number, item) for number, item in enumerate(reference_images, start=1)]
-        audio = read_audio(
-            inputs["audio"], sampling_rate, max_seconds=max_audio_seconds, min_seconds=self.audio_processor.min_seconds
-        )
+        audio = read_audio(inputs["audio"], sampling_rate, max_seconds=max_audio_seconds)
         features = self.feature_extractor(audio.samples, sampling_rate=SAMPLING_RATE, return_tensors="pt")
         return {
             "image": image,

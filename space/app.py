@@ -285,7 +285,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
     """The EmoTalk page around a loaded ``emotional-talking-face`` pipeline (``launch()`` it with :func:`launch_options`).
 
     Its API endpoint ``/generate`` takes (portrait, speech, emotion, intensity, emotion_schedule, head_motion,
-    blink, paste_back, landmark_preview, seed, reference_photos) and returns (video path, landmark preview or None, details).
+    blink, paste_back, landmark_preview, seed, reference_photos, keep_photo_expression) and returns (video path, landmark preview or None, details).
     """
     config = config or SpaceConfig()
     labels = tuple(pipe.emotion_labels)
@@ -520,7 +520,7 @@ def build_demo(pipe, config: SpaceConfig | None = None) -> gr.Blocks:
                 example("auto", 1.0, "", "subtle", seed=1),
                 example("neutral", 1.0, "0:neutral, 3:surprised, 6:sad", "natural", seed=2),
             ],
-            inputs=inputs[:-1],  # the examples use one photo: the extra photos keep their default (none)
+            inputs=inputs[:-2],  # the examples use one photo and the defaults of the last two inputs
             outputs=[video, details],
             fn=generate_example,
             cache_examples=True,

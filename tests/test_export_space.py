@@ -264,6 +264,7 @@ def _isolate_remote_modules(request, cache: Path) -> None:
     restore()
     for name in before:
         del sys.modules[name]
+    sys.path.insert(0, str(cache))  # ahead of a modules cache an earlier test put on sys.path
     request.addfinalizer(restore)
 
 
