@@ -22,13 +22,7 @@ import numpy as np
 import torch
 from emotalk_training.evaluate_holdout import reconstruct
 
-from recipes.default_model.evaluate_stage2 import load_generator, mouth_boxes
-
-
-def widest_mouth(landmarks: np.ndarray, frames: int) -> int:
-    """The frame among the first ``frames`` with the largest inner-lip aperture (points 13-14)."""
-    aperture = np.linalg.norm(landmarks[:frames, 13, :2] - landmarks[:frames, 14, :2], axis=-1)
-    return int(aperture.argmax())
+from .evaluate_stage2 import load_generator, mouth_boxes, widest_mouth
 
 
 def score(frames: np.ndarray, truth: np.ndarray, boxes: np.ndarray, picked: np.ndarray) -> dict:

@@ -48,6 +48,12 @@ def reconstruct(generator, crop, landmarks, driving, batch_size=8):
     return out
 
 
+def widest_mouth(landmarks: np.ndarray, frames: int | None = None) -> int:
+    """The frame (among the first ``frames``, default all) with the largest inner-lip aperture (points 13-14)."""
+    aperture = np.linalg.norm(landmarks[:frames, 13, :2] - landmarks[:frames, 14, :2], axis=-1)
+    return int(aperture.argmax())
+
+
 def mouth_boxes(landmarks: np.ndarray, size: int, widen: float = 0.4) -> np.ndarray:
     """(T, 4) integer boxes x0, y0, x1, y1 around the lips (normalized crop coordinates → pixels)."""
     pts = (landmarks[:, LIPS, :2] + 1) * size / 2
@@ -131,8 +137,7 @@ def main() -> int:
                 rows.append(np.concatenate([source] + [outputs[n][i] for n in generators] + [truth[i]], axis=1))
             Image.fromarray(np.concatenate(rows, axis=0)).save(out / f"{clip['id']}.png")
             # the mouth with the widest opening: crops of each column, 2× enlarged
-            aperture = np.linalg.norm(marks[:, 13, :2] - marks[:, 14, :2], axis=-1)
-            i = int(aperture.argmax())
+            i = widest_mouth(marks)
             x0, y0, x1, y1 = boxes[i]
             tiles = (
                 [source[y0:y1, x0:x1]] + [outputs[n][i, y0:y1, x0:x1] for n in generators] + [truth[i, y0:y1, x0:x1]]

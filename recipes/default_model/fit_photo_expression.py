@@ -120,7 +120,8 @@ def main() -> None:
     for actor, asked, found in rows:
         print(f"  {actor} {asked:10s} -> {found}")
 
-    mean, estimator = fit_estimator(_person_means(tracks), directions(bases, bases["emotion_offsets"]))
+    basis = directions(bases, bases["emotion_offsets"])
+    mean, estimator = fit_estimator(_person_means(tracks), basis)
     model = EmoTalkModel.from_pretrained(args.model)
     prior = model.landmark_model.photo_expression
     if prior.estimator.shape[0] != len(REMOVED):
@@ -128,7 +129,7 @@ def main() -> None:
     with torch.no_grad():
         prior.mean.copy_(torch.from_numpy(mean))
         prior.estimator.copy_(torch.from_numpy(estimator))
-        prior.directions.copy_(torch.from_numpy(directions(bases, bases["emotion_offsets"])[: len(REMOVED)]))
+        prior.directions.copy_(torch.from_numpy(basis[: len(REMOVED)]))
     model.save_pretrained(args.output)
     # as conversion/build_default_checkpoint.py: the package provides the code, no local paths in the config
     strip_remote_code(args.output, sub_config_keys=("auto_map", "_name_or_path", "architectures"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate_stage2 import load_generator, mouth_boxes, reconstruct
+from .evaluate_stage2 import load_generator, mouth_boxes, reconstruct, widest_mouth
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,8 +35,7 @@ def clip_grids(reader, clip: dict, generators: list, output: Path) -> int:
 
     truth = reader.read(clip["shard"], "crops")
     marks = reader.read(clip["shard"], "landmarks").astype(np.float32)
-    aperture = np.linalg.norm(marks[:, 13, :2] - marks[:, 14, :2], axis=-1)
-    widest = int(aperture.argmax())
+    widest = widest_mouth(marks)
     picks = sorted({*np.linspace(1, len(truth) - 1, 4).round().astype(int).tolist(), widest})
     frames = [reconstruct(g, truth[0], marks[0], marks[picks]) for g in generators]
     rows = [np.concatenate([truth[0], *(f[k] for f in frames), truth[i]], axis=1) for k, i in enumerate(picks)]
