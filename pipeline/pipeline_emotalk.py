@@ -31,6 +31,7 @@ from transformers import Pipeline
 from modeling_emotalk.audio_processing import SAMPLING_RATE, read_audio
 from modeling_emotalk.errors import EmoTalkInputError, ImageReadError
 from modeling_emotalk.face_processing import FaceCrop, FaceProcessor
+from modeling_emotalk.modeling_landmark import num_video_frames
 from modeling_emotalk.modeling_emotalk import OVERLAP_SECONDS, WINDOW_SECONDS, PhotoExpressionMode
 from modeling_emotalk.processing_emotalk import EmoTalkProcessor
 
@@ -337,7 +338,7 @@ class EmotionalTalkingFacePipeline(Pipeline):
     ) -> dict:
         face: FaceCrop = inputs["face"]
         audio: np.ndarray = inputs["audio"]
-        num_frames = math.ceil(audio.size / SAMPLING_RATE * fps)
+        num_frames = num_video_frames(audio.size, fps)
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31))
         weights = emotion_weights(emotion, self.emotion_labels, num_frames, fps)

@@ -25,6 +25,7 @@ from modeling_emotalk.audio_processing import load_audio, read_audio
 from modeling_emotalk.errors import AudioLengthError, EmoTalkInputError
 from modeling_emotalk.landmarks import canonicalize, relocate
 from modeling_emotalk.modeling_generator import EmoTalkGeneratorOutput, SourceFeatures
+from modeling_emotalk.modeling_landmark import num_video_frames
 
 QUIET = {"progress": False}
 STILL = {"pose": "still", "blink": False, "gaze": False}
@@ -113,6 +114,15 @@ def test_outputs_match_the_pre_change_code_path(pipe, astronaut):
     np.testing.assert_array_equal(video.landmarks, old.numpy())
     frames = _old_frames(pipe, inputs, old)
     assert np.abs(video.frames.astype(int) - frames).max() <= 2
+
+
+@pytest.mark.parametrize("num_samples", [4480, 19200, 16001])
+def test_pipeline_counts_frames_as_stage_1_does(pipe, astronaut, num_samples):
+    """One frame count everywhere: 4480 samples at 25 fps are exactly 7 frames (float rounding once made it 8)."""
+    audio = {"array": synthetic_speech(num_samples / 16000 + 0.01, seed=1)[:num_samples], "sampling_rate": 16000}
+    video = pipe(astronaut, audio, paste_back=False, seed=0, **STILL, **QUIET)
+    expected = {4480: 7, 19200: 30, 16001: 26}[num_samples]
+    assert video.num_frames == expected == num_video_frames(num_samples, 25.0)
 
 
 # -------------------------------------------------------------------------------------- device and dtype
