@@ -31,8 +31,8 @@ from transformers import Pipeline
 from modeling_emotalk.audio_processing import SAMPLING_RATE, read_audio
 from modeling_emotalk.errors import EmoTalkInputError, ImageReadError
 from modeling_emotalk.face_processing import FaceCrop, FaceProcessor
-from modeling_emotalk.modeling_landmark import num_video_frames
 from modeling_emotalk.modeling_emotalk import OVERLAP_SECONDS, WINDOW_SECONDS, PhotoExpressionMode
+from modeling_emotalk.modeling_landmark import num_video_frames
 from modeling_emotalk.processing_emotalk import EmoTalkProcessor
 
 from .emotion import emotion_weights, validate_emotion
