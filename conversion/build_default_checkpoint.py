@@ -9,12 +9,15 @@ random), stage 2 zero-initialized (the pure landmark warp of the photo, a sane f
 stages replace the untrained ones. The folder holds config.json, model.safetensors and
 preprocessor_config.json only; the package provides the code (``conversion/export_to_hub.py`` makes the
 Hub folder with remote code). Rebuilding deletes the folder's ``provenance.json`` (it describes the weights
-that were there): write one for the new weights, or the exporter will ask where they come from.
+that were there): write one for the new weights, or the exporter will ask where they come from. The new files
+are written beside the folder and moved in at the end, so an interrupted rebuild leaves the old one whole.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -40,15 +43,23 @@ def build(output: Path, seed: int = 0, landmark_model: str | None = None, genera
     if generator:
         model.generator = EmoTalkGenerator.from_pretrained(generator)
     output.mkdir(parents=True, exist_ok=True)
-    for stale in output.iterdir():
-        stale.unlink()
-    model.save_pretrained(output)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    ).save_pretrained(output)
-    # The embedded copy is loaded through the installed package: no remote code, no auto_map, and no local
-    # paths in the shipped config.
-    strip_remote_code(output, sub_config_keys=("auto_map", "_name_or_path", "architectures"))
+    # Written beside the folder first and moved in file by file (os.replace), so that a process that has the
+    # old model.safetensors memory-mapped keeps reading the old file, never a half-written one.
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}-") as staging:
+        staged = Path(staging)
+        model.save_pretrained(staged)
+        Wav2Vec2FeatureExtractor(
+            feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+        ).save_pretrained(staged)
+        # The embedded copy is loaded through the installed package: no remote code, no auto_map, and no
+        # local paths in the shipped config.
+        strip_remote_code(staged, sub_config_keys=("auto_map", "_name_or_path", "architectures"))
+        new_files = {path.name for path in staged.iterdir()}
+        for stale in output.iterdir():
+            if stale.name not in new_files:
+                stale.unlink()
+        for path in staged.iterdir():
+            os.replace(path, output / path.name)
     return output
 
 

@@ -39,6 +39,7 @@ def _conversion_module(name: str):
 export_to_hub = _conversion_module("export_to_hub")
 model_card = _conversion_module("model_card")
 convert_wav2vec2 = _conversion_module("convert_wav2vec2")
+build_default_checkpoint = _conversion_module("build_default_checkpoint")
 
 REMOTE_CODE = {
     "configuration_emotalk.py",
@@ -473,3 +474,30 @@ def test_output_of_the_import_exports(tiny_composite, tmp_path):
     model = EmoTalkModel.from_pretrained(tmp_path / "hub")
     assert model.landmark_model.audio_projection.in_features == 48
     assert ModelCard.load(tmp_path / "hub" / "README.md").data.base_model == "me/w2v"
+
+
+def test_an_interrupted_rebuild_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):
+    """The new folder is staged beside the old one and moved in at the end: a failure midway changes nothing."""
+    tiny = EmoTalkConfig(landmark_config=tiny_landmark_config(), generator_config=tiny_generator_config())
+    monkeypatch.setattr(build_default_checkpoint, "EmoTalkConfig", lambda: tiny)
+    folder = build_default_checkpoint.build(tmp_path / "default", seed=0)
+    (folder / "provenance.json").write_text("{}")  # describes the old weights
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(build_default_checkpoint.Wav2Vec2FeatureExtractor, "save_pretrained", disk_full)
+        with pytest.raises(OSError, match="No space"):
+            build_default_checkpoint.build(folder, seed=1)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    build_default_checkpoint.build(folder, seed=1)
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]  # provenance went with the old weights
+    assert (folder / "model.safetensors").read_bytes() != before["model.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["default"]  # no staging folder left behind
