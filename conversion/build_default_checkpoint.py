@@ -1,7 +1,7 @@
 """Write the embedded default checkpoint: the composite model in its default configuration.
 
     python conversion/build_default_checkpoint.py [--output pipeline/checkpoints/emotalk-default] [--seed 0]
-        [--landmark-model DIR] [--generator DIR]
+        [--landmark-model DIR] [--generator DIR] [--float32-storage]
 
 Without trained stage folders this is the seeded untrained composite: stage 1 random (the lips move at
 random), stage 2 zero-initialized (the pure landmark warp of the photo, a sane face). With
@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import Wav2Vec2FeatureExtractor
 
 from modeling_emotalk import EmoTalkConfig, EmoTalkGenerator, EmoTalkLandmarkModel, EmoTalkModel
@@ -29,8 +30,29 @@ from modeling_emotalk.packaging import strip_remote_code
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "pipeline" / "checkpoints" / "emotalk-default"
 
 
-def build(output: Path, seed: int = 0, landmark_model: str | None = None, generator: str | None = None) -> Path:
-    """Create (or overwrite) the default checkpoint folder."""
+def store_parameters_in_half_precision(model: EmoTalkModel, weights: Path) -> None:
+    """Rewrite ``weights`` with the learned parameters in float16 and every buffer as it was (float32).
+
+    Halves the file (each rebuild of the embedded checkpoint is a new blob in git history). The config still
+    says float32, so ``from_pretrained`` loads float32 parameters; rounding them to float16 moves the default's
+    frames by < 1 grey level (68.7 dB PSNR on 4 s of speech) and its landmarks by < 1e-4.
+    """
+    parameters = {name for name, _ in model.named_parameters()}
+    tensors = load_file(weights)
+    for name, tensor in tensors.items():
+        if name in parameters and tensor.dtype == torch.float32:
+            tensors[name] = tensor.half()
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+
+def build(
+    output: Path,
+    seed: int = 0,
+    landmark_model: str | None = None,
+    generator: str | None = None,
+    half_precision: bool = True,
+) -> Path:
+    """Create (or overwrite) the default checkpoint folder (parameters stored in float16 unless told otherwise)."""
     torch.manual_seed(seed)
     config = EmoTalkConfig()
     if landmark_model:
@@ -48,6 +70,8 @@ def build(output: Path, seed: int = 0, landmark_model: str | None = None, genera
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}-") as staging:
         staged = Path(staging)
         model.save_pretrained(staged)
+        if half_precision:
+            store_parameters_in_half_precision(model, staged / "model.safetensors")
         Wav2Vec2FeatureExtractor(
             feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
         ).save_pretrained(staged)
@@ -69,8 +93,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--landmark-model", default=None, help="a trained stage-1 save_pretrained folder")
     parser.add_argument("--generator", default=None, help="a trained stage-2 save_pretrained folder")
+    parser.add_argument(
+        "--float32-storage",
+        action="store_true",
+        help="store parameters in float32 (default: float16, loaded as float32)",
+    )
     args = parser.parse_args()
-    path = build(args.output, args.seed, args.landmark_model, args.generator)
+    path = build(args.output, args.seed, args.landmark_model, args.generator, half_precision=not args.float32_storage)
     print(f"wrote {path}: {sorted(p.name for p in path.iterdir())}")
 
 

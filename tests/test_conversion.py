@@ -501,3 +501,21 @@ def test_an_interrupted_rebuild_leaves_the_old_checkpoint_whole(tmp_path, monkey
     ]  # provenance went with the old weights
     assert (folder / "model.safetensors").read_bytes() != before["model.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["default"]  # no staging folder left behind
+
+
+def test_default_checkpoint_stores_parameters_in_half_precision_and_loads_float32(tmp_path, monkeypatch):
+    tiny = EmoTalkConfig(landmark_config=tiny_landmark_config(), generator_config=tiny_generator_config())
+    monkeypatch.setattr(build_default_checkpoint, "EmoTalkConfig", lambda: tiny)
+    half = build_default_checkpoint.build(tmp_path / "half", seed=0)
+    full = build_default_checkpoint.build(tmp_path / "full", seed=0, half_precision=False)
+    stored, reference = load_file(half / "model.safetensors"), load_file(full / "model.safetensors")
+    loaded = EmoTalkModel.from_pretrained(half)
+    parameters = {name for name, _ in loaded.named_parameters()}
+    for name, tensor in reference.items():
+        if name in parameters:
+            assert stored[name].dtype == torch.float16, name
+            torch.testing.assert_close(stored[name].float(), tensor, rtol=1e-3, atol=1e-4)
+        else:  # buffers (e.g. the photo-expression estimator) keep their precision
+            assert torch.equal(stored[name], tensor), name
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
