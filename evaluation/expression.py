@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .mesh import FaceMeshTracker
+from .mesh import track_mesh
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 EMOTALK_LABELS = ("angry", "disgusted", "fear", "happy", "sad", "surprised", "neutral")
@@ -159,7 +159,7 @@ class ExpressionClassifier:
         """
         frames = _check_frames(frames)
         if landmarks is None:
-            landmarks = _track(frames, static)
+            landmarks = track_mesh(frames, static=static)
         landmarks = np.asarray(landmarks)
         if landmarks.shape[0] != len(frames):
             raise ValueError(f"expected landmarks for {len(frames)} frames, got shape {landmarks.shape}")
@@ -170,11 +170,6 @@ class ExpressionClassifier:
             faces = [preprocess_face(frame, points, self.margin) for frame, points in pairs]
             out[found] = self.classify_faces(np.stack(faces))
         return out
-
-
-def _track(frames: np.ndarray, static: bool) -> np.ndarray:
-    with FaceMeshTracker(static=static) as tracker:
-        return np.stack([tracker.process(frame) for frame in frames])
 
 
 def _column(label: str) -> int:

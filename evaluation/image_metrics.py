@@ -8,6 +8,7 @@ work across videos of different resolutions.
 from __future__ import annotations
 
 import numpy as np
+from emotalk_common.geometry import fit_similarity
 
 CROP_SIZE = 256
 # Five-point template (eye centres, nose tip, mouth corners) for a 256² crop with some background,
@@ -31,21 +32,14 @@ def five_points(landmarks68: np.ndarray) -> np.ndarray:
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Least-squares 2D similarity (rotation, uniform scale, translation) mapping ``source`` onto ``target``.
 
-    Umeyama's closed form; returns the 3×3 homogeneous matrix.
+    :func:`emotalk_common.geometry.fit_similarity` (Umeyama's closed form) as a 3×3 homogeneous matrix.
     """
     source = np.asarray(source, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     if source.shape != target.shape or source.ndim != 2 or source.shape[1] != 2 or len(source) < 2:
         raise ValueError(f"expected two (N>=2, 2) point sets of the same shape, got {source.shape} and {target.shape}")
-    mu_s, mu_t = source.mean(axis=0), target.mean(axis=0)
-    s, t = source - mu_s, target - mu_t
-    u, sigma, vt = np.linalg.svd(t.T @ s / len(source))
-    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    rotation = u @ d @ vt
-    scale = (sigma * np.diag(d)).sum() / (s**2).sum(axis=1).mean()
     matrix = np.eye(3)
-    matrix[:2, :2] = scale * rotation
-    matrix[:2, 2] = mu_t - scale * rotation @ mu_s
+    matrix[:2] = fit_similarity(source, target)
     return matrix
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import numpy as np
 from emotalk_common.facemesh import FaceMesh
+from emotalk_common.lip_measures import eye_corner_distance
 from emotalk_common.topology import (
     EYE_OUTER_CORNERS,
     LIPS_INNER_LOWER,
@@ -70,9 +71,12 @@ class FaceMeshTracker:
         return self._mesh.landmarks(np.ascontiguousarray(frame))
 
 
-def track_mesh(frames: Iterable[np.ndarray]) -> np.ndarray:
-    """Track a face through ``frames`` and return ``(T, 478, 3)`` pixel landmarks (NaN where lost)."""
-    with FaceMeshTracker(static=False) as tracker:
+def track_mesh(frames: Iterable[np.ndarray], static: bool = False) -> np.ndarray:
+    """Track a face through ``frames`` and return ``(T, 478, 3)`` pixel landmarks (NaN where lost).
+
+    ``static=True`` detects the face afresh in every frame (unrelated images) instead of tracking it.
+    """
+    with FaceMeshTracker(static=static) as tracker:
         out = [tracker.process(frame) for frame in frames]
     if not out:
         return np.zeros((0, NUM_POINTS, 3), dtype=np.float32)
@@ -94,8 +98,7 @@ def _check_mesh(mesh: np.ndarray) -> np.ndarray:
 
 def inter_ocular(mesh: np.ndarray) -> np.ndarray:
     """Distance between the outer eye corners (points 33 and 263) per frame, in the landmarks' units (2D)."""
-    mesh = _check_mesh(mesh)
-    return np.linalg.norm(mesh[:, EYE_OUTER_CORNERS[0], :2] - mesh[:, EYE_OUTER_CORNERS[1], :2], axis=-1)
+    return eye_corner_distance(_check_mesh(mesh), dims=2)
 
 
 def fill_missing(values: np.ndarray) -> np.ndarray:
