@@ -1,13 +1,15 @@
 """The ``emotalk`` command: ``generate``, ``demo``, ``evaluate`` and ``prepare`` (installed as ``emotalk_cli``).
 
 This small package sits above the pipeline, evaluation and training packages, so that none of them
-imports another's command line. Only the chosen command's module is imported, after parsing the command
-name: ``emotalk --help`` and ``emotalk --version`` import neither torch nor transformers.
+imports another's command line. Only the chosen command's options are imported to parse, and its module once the arguments parsed:
+``emotalk --help``, ``--version`` and ``emotalk generate --help`` import neither torch nor transformers.
+``python -m emotalk_cli`` is the same command (e.g. under ``accelerate launch``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import signal
@@ -22,15 +24,16 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 class Command:
     """One sub-command: where its options (``adder``) and its runner (``run``) live."""
 
-    module: str
+    module: str  # defines ``run(args)``
     adder: str
     help: str
     extra: str | None = None  # the pip extra that provides the module, if optional
+    options: str | None = None  # the module that defines ``adder``, when it is not ``module``
 
 
 COMMANDS = {
-    "generate": Command("emotalk_pipeline.cli", "add_generate_arguments", "portrait + speech -> MP4 (or a manifest of jobs)"),
-    "demo": Command("emotalk_pipeline.cli", "add_demo_arguments", "render the bundled example (public-domain portrait, generated speech)"),
+    "generate": Command("emotalk_pipeline.cli", "add_generate_arguments", "portrait + speech -> MP4 (or a manifest of jobs)", options="emotalk_cli.generate"),
+    "demo": Command("emotalk_pipeline.cli", "add_demo_arguments", "render the bundled example (public-domain portrait, generated speech)", options="emotalk_cli.generate"),
     "evaluate": Command("emotalk_evaluation.cli", "add_arguments", "the field's metrics on generated videos or a manifest", "eval"),
     "prepare": Command("emotalk_training.prepare", "add_arguments", "videos -> a training dataset (landmarks, crops, audio)", "train"),
 }  # fmt: skip
@@ -50,9 +53,9 @@ def _chosen_command(argv: list[str]) -> str | None:
     return next((word for word in argv if not word.startswith("-")), None)
 
 
-def _load(name: str, command: Command):
+def _load(name: str, command: Command, module: str | None = None):
     try:
-        return importlib.import_module(command.module)
+        return importlib.import_module(module or command.module)
     except ModuleNotFoundError as err:
         if command.extra is None:
             raise
@@ -72,10 +75,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, spec in COMMANDS.items():
         sub = commands.add_parser(name, help=spec.help, description=spec.help)
         if name == command:
-            module = _load(name, spec)
-            getattr(module, spec.adder)(sub)
-            sub.set_defaults(run=module.run)
+            getattr(_load(name, spec, spec.options), spec.adder)(sub)
+            sub.set_defaults(run=functools.partial(_run, name, spec))
     return parser
+
+
+def _run(name: str, spec: Command, args: argparse.Namespace) -> int:
+    """Import the command's module (torch, the model...) only now that its arguments parsed, and run it."""
+    return _load(name, spec).run(args)
 
 
 def _terminate(signum: int, frame) -> None:

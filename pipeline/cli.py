@@ -1,7 +1,8 @@
-"""The ``generate`` and ``demo`` commands of ``emotalk`` (the umbrella CLI is ``emotalk_cli``).
+"""The ``generate`` and ``demo`` commands of ``emotalk``: what runs once ``emotalk_cli`` parsed their options.
 
-``python -m emotalk_pipeline.cli generate ...`` runs them without the umbrella (e.g. under
-``accelerate launch``). Arguments, files and the device are validated before the model is loaded.
+The options live in :mod:`emotalk_cli.generate` (torch-free); ``python -m emotalk_cli generate ...`` is the module
+entry point (e.g. under ``accelerate launch``). Arguments, files and the device are validated before the model
+is loaded.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import sys
 import threading
 import warnings
@@ -20,97 +20,12 @@ from pathlib import Path
 
 from modeling_emotalk.errors import EmoTalkInputError
 
-DEMO_TEXT = "Hello! I am EmoTalk. Give me one photo and a voice, and I will bring the face to life."
-DTYPES = ("float32", "bfloat16", "float16")
 # native log lines that mediapipe / TFLite print on every run, to stderr, whatever the log level
 NATIVE_NOISE = re.compile(
     r"INFO: Created TensorFlow Lite XNNPACK delegate"
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|W0000 .*inference_feedback_manager\.cc"
 )
-OUTPUT_POLICY = (
-    "Existing outputs: a single --output that exists is refused unless --overwrite (then it is replaced "
-    "atomically); in batch mode a row whose output exists is skipped (re-running finishes a batch) unless "
-    "--overwrite. An output may never be one of the inputs."
-)
-
-
-def _pose(value: str) -> str | float:
-    if value in ("natural", "still"):
-        return value
-    try:
-        return float(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"pose must be 'natural', 'still' or a number, got {value!r}") from err
-
-
-def add_generation_options(parser: argparse.ArgumentParser) -> None:
-    """The options shared by ``generate`` and ``demo``."""
-    parser.add_argument(
-        "--model", default=None, help="a save_pretrained folder or Hub id (default: the embedded model)"
-    )
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow running the Python code shipped inside --model (an exported Hub folder); off by default",
-    )
-    parser.add_argument(
-        "--emotion",
-        default="neutral",
-        help="a label (neutral angry contempt disgusted fear happy sad surprised), 'auto', a blend "
-        "'happy:0.7,surprised:0.3' or a schedule '0:neutral,2.5:happy' (default: neutral)",
-    )
-    parser.add_argument("--intensity", type=float, default=1.0, help="emotion strength in [0, 1] (default 1)")
-    parser.add_argument("--pose", type=_pose, default="natural", help="natural | still | a scale (default natural)")
-    parser.add_argument(
-        "--photo-expression",
-        choices=("replace", "keep"),
-        default="replace",
-        help="replace: remove the photo's own expression (e.g. a smile) so the emotion replaces it (default); "
-        "keep: add the emotion to the photo's expression",
-    )
-    parser.add_argument("--fps", type=float, default=25.0, help="frame rate in [1, 60] (default 25)")
-    parser.add_argument("--no-paste-back", action="store_true", help="output the aligned face crop only")
-    parser.add_argument("--no-blink", action="store_true", help="no procedural blinks")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the procedural motion (same seed, same video)")
-    parser.add_argument("--batch-size", type=int, default=8, help="frames per generator batch (default 8)")
-    parser.add_argument("--face-index", type=int, default=None, help="which face when the photo has several")
-    parser.add_argument("--max-audio-seconds", type=float, default=None, help="refuse longer audio (default 600)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cpu)")
-    parser.add_argument("--dtype", choices=DTYPES, default=None, help="model weights dtype (default float32)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (see above)")
-
-
-def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``generate`` command's options (on the umbrella's sub-parser or a stand-alone parser)."""
-    parser.description = "Portrait + speech -> MP4, or a manifest of such jobs. " + OUTPUT_POLICY
-    parser.add_argument("--image", help="portrait photo")
-    parser.add_argument(
-        "--reference-image",
-        dest="reference_images",
-        action="append",
-        metavar="PATH",
-        help="another photo of the same person (repeatable, up to 4): stage 2 fuses the details of every photo, "
-        "--image stays the one animated (in a manifest: the optional 'reference_images' column, ';'-separated)",
-    )
-    parser.add_argument("--audio", help="speech (wav, mp3, flac, ogg, m4a)")
-    parser.add_argument("--output", help="output .mp4 (refused if it exists, unless --overwrite)")
-    parser.add_argument(
-        "--manifest",
-        help="a .csv/.jsonl of jobs: image,audio,emotion,intensity,output[,reference_images] (outputs relative to "
-        "--output-dir)",
-    )
-    parser.add_argument("--output-dir", help="folder for the manifest's videos (created if missing)")
-    add_generation_options(parser)
-    parser.set_defaults(func=cmd_generate)
-
-
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``demo`` command's options."""
-    parser.description = "Render the bundled example (public-domain portrait, generated speech). " + OUTPUT_POLICY
-    parser.add_argument("--output", default="emotalk_demo.mp4", help="output .mp4 (default emotalk_demo.mp4)")
-    add_generation_options(parser)
-    parser.set_defaults(func=cmd_demo, emotion="happy", intensity=0.8)
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -344,25 +259,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------------ process setup
-def quiet_environment() -> None:
-    """Log settings that must be in place before mediapipe, TFLite or tokenizers load."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
-
-
-def _terminate(signum: int, frame) -> None:
-    raise SystemExit(128 + signum)  # unwinds the stack: finally blocks remove partial files
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM (``kill``, container stop, accelerate's shutdown) unwinds like Ctrl-C instead of killing outright."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
-
-
+# ------------------------------------------------------------------------------------------------ running
 @contextlib.contextmanager
 def quiet_native_logs() -> Iterator[None]:
     """Drop the fixed native log lines mediapipe/TFLite write to file descriptor 2; forward everything else.
@@ -414,12 +311,12 @@ def _is_fd2(stream) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed ``generate``/``demo`` command; one line on stderr and a non-zero exit on failure."""
-    quiet_environment()
-    install_signal_handlers()
+    command = {"generate": cmd_generate, "demo": cmd_demo}[args.command]
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            return int(args.func(args) or 0)
+            warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
+            return int(command(args) or 0)
     except EmoTalkInputError as err:
         print(f"emotalk: error: {err}", file=sys.stderr)
         return 2
@@ -438,21 +335,3 @@ def _describe_os_error(err: OSError) -> str:
     if err.errno == errno.ENOSPC:
         return f"no space left on the device while writing{where}; nothing was written"
     return f"{err.strerror or err}{where}"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The stand-alone parser of ``python -m emotalk_pipeline.cli`` (generate and demo)."""
-    parser = argparse.ArgumentParser(prog="emotalk", description="Emotional talking-face generation.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    add_generate_arguments(commands.add_parser("generate", help="portrait + speech -> MP4 (or a manifest of jobs)"))
-    add_demo_arguments(commands.add_parser("demo", help="render the bundled example"))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m emotalk_pipeline.cli generate|demo ...``."""
-    return run(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

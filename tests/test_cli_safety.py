@@ -255,11 +255,12 @@ def _script(folder: Path, body: str) -> Path:
 FAKE_LAUNCH = """
 import sys
 
+import emotalk_cli
 import emotalk_pipeline.cli as cli
 from fake_pipeline import FakePipe
 
 cli._load_pipeline = lambda args: FakePipe()
-sys.exit(cli.main(sys.argv[1:]))
+sys.exit(emotalk_cli.main(sys.argv[1:]))
 """
 
 
@@ -501,6 +502,17 @@ def test_the_common_layer_imports_no_emotalk_package_and_no_torch():
     assert not imported & (emotalk | {"torch", "transformers", "diffusers", "accelerate", "recipes", "benchmarks"})
 
 
-def test_the_module_entry_point_still_runs_generate(fake_pipe, media):
-    out = media / "m.mp4"
-    assert pipeline_cli.main(_generate(media, out)) == 0 and out.is_file()
+def test_generate_help_imports_neither_torch_nor_transformers():
+    """``emotalk generate --help`` (and an argument error) answer before the model stack is imported."""
+    code = (
+        "import sys, emotalk_cli\n"
+        "for argv in (['generate', '--help'], ['demo', '--help'], ['generate', '--fps', 'x']):\n"
+        "    try:\n"
+        "        emotalk_cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'modeling_emotalk', 'emotalk_pipeline') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-2000:] + result.stderr[-2000:]
+    assert "--reference-image" in result.stdout and "--overwrite" in result.stdout

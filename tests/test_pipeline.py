@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import synthetic_speech
-from emotalk_pipeline.cli import main as cli_main
+from emotalk_cli import main as cli_main
 from emotalk_pipeline.emotion import emotion_weights, parse_emotion_string
 from PIL import Image
 from test_modeling import save_tiny_composite
@@ -317,7 +317,7 @@ def test_batch_manifest_split_across_two_accelerate_processes(tiny_model_dir, as
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(port)]
-    command += ["-m", "emotalk_pipeline.cli", "generate", "--manifest", str(tmp_path / "jobs.csv")]
+    command += ["-m", "emotalk_cli", "generate", "--manifest", str(tmp_path / "jobs.csv")]
     command += ["--output-dir", str(out), "--model", str(tiny_model_dir), "--seed", "0"]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}
