@@ -30,20 +30,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from emotalk_pipeline.hub_folder import (  # noqa: F401  (re-exported: the export's building blocks)
+from emotalk_pipeline.hub_folder import (
     DEFAULT_REPO_ID,
-    FLATTENABLE_PACKAGES,
     MANIFEST,
-    PROJECT_PACKAGES,
-    TASK,
     ExportError,
-    FlatModule,
-    _resolve_import,
-    _rewrite,
-    check_remote_code,
     check_revision,
-    collect_remote_code,
-    custom_pipelines_entry,
     default_revision,
     find_provenance,
     read_manifest,

@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import synthetic_speech
+from emotalk_pipeline import hub_folder
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
@@ -163,9 +164,9 @@ def test_remote_code_imports_the_project_only_relatively(exported):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                assert not [a.name for a in node.names if a.name.split(".")[0] in export_to_hub.PROJECT_PACKAGES]
+                assert not [a.name for a in node.names if a.name.split(".")[0] in hub_folder.PROJECT_PACKAGES]
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                assert (node.module or "").split(".")[0] not in export_to_hub.PROJECT_PACKAGES, (
+                assert (node.module or "").split(".")[0] not in hub_folder.PROJECT_PACKAGES, (
                     path.name,
                     node.lineno,
                 )
@@ -174,31 +175,31 @@ def test_remote_code_imports_the_project_only_relatively(exported):
     pipeline_code = (exported / "pipeline_emotalk.py").read_text()
     assert "from .errors import EmoTalkInputError" in pipeline_code
     assert "        from .hub_folder import write_pipeline_folder" in pipeline_code  # the lazy import too
-    assert export_to_hub.check_remote_code(exported) == sorted(REMOTE_CODE)
+    assert hub_folder.check_remote_code(exported) == sorted(REMOTE_CODE)
 
 
 def test_import_rewriting_and_loud_failures(tmp_path):
     text = "def f():\n    from modeling_emotalk import EmoTalkConfig, EmoTalkModel as M\n    return M\n"
     node = next(n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom))
-    targets, new = export_to_hub._resolve_import(node, "emotalk_pipeline.example", "example.py:2")
+    targets, new = hub_folder._resolve_import(node, "emotalk_pipeline.example", "example.py:2")
     assert targets == ["modeling_emotalk.configuration_emotalk", "modeling_emotalk.modeling_emotalk"]
-    assert export_to_hub._rewrite(text, [(node, new)]) == (
+    assert hub_folder._rewrite(text, [(node, new)]) == (
         "def f():\n    from .configuration_emotalk import EmoTalkConfig\n"
         "    from .modeling_emotalk import EmoTalkModel as M\n    return M\n"
     )
     plain = ast.parse("import modeling_emotalk.errors").body[0]
     with pytest.raises(export_to_hub.ExportError, match="cannot be made relative"):
-        export_to_hub._resolve_import(plain, "emotalk_pipeline.example", "example.py:1")
+        hub_folder._resolve_import(plain, "emotalk_pipeline.example", "example.py:1")
     training = ast.parse("from emotalk_training.prepare import x").body[0]
     with pytest.raises(export_to_hub.ExportError, match="not part of the inference code"):
-        export_to_hub._resolve_import(training, "emotalk_pipeline.example", "example.py:1")
+        hub_folder._resolve_import(training, "emotalk_pipeline.example", "example.py:1")
     (tmp_path / "errors.py").write_text("class E(Exception):\n    pass\n")
     (tmp_path / "video.py").write_text("def g():\n    from modeling_emotalk.errors import E\n")
     with pytest.raises(export_to_hub.ExportError, match=r"video.py:2: absolute import of this project"):
-        export_to_hub.check_remote_code(tmp_path)
+        hub_folder.check_remote_code(tmp_path)
     (tmp_path / "video.py").write_text("from .missing import E\n")
     with pytest.raises(export_to_hub.ExportError, match="no flat file"):
-        export_to_hub.check_remote_code(tmp_path)
+        hub_folder.check_remote_code(tmp_path)
 
 
 REMOTE_SCRIPT = textwrap.dedent(
