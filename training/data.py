@@ -279,7 +279,11 @@ class GeneratorPairDataset(_AddressedDataset):
     Each item: ``references`` ``(K, 3, S, S)`` in [0, 1], ``reference_landmarks`` ``(K, 478, 3)``, ``frames``
     ``(W, 3, S, S)``, ``landmarks`` ``(W, 478, 3)``, ``frame_mask`` ``(W,)`` (tracked frames), and the labels.
     References are drawn among the clip's tracked frames at least ``min_reference_distance`` frames away from
-    the driving window when the clip allows it (so the generator has to move the face, not copy it).
+    the driving window when the clip allows it (so the generator has to move the face, not copy it). With
+    ``cross_clip_references`` = p, a sample takes its references from *another clip of the same speaker* with
+    probability p (when the speaker has one): a neutral clip's frames driven by a happy clip's landmarks, so the
+    generator has to synthesize what an expression changes in the texture (teeth, folds), not find it in the
+    references; within one clip of an acted emotion every reference already shows it.
     """
 
     def __init__(
@@ -292,22 +296,34 @@ class GeneratorPairDataset(_AddressedDataset):
         seed: int = 0,
         samples_per_epoch: int | None = None,
         min_reference_distance: int = 5,
+        cross_clip_references: float = 0.0,
     ) -> None:
         if num_references < 1 or num_frames < 1:
             raise ValueError(f"num_references and num_frames must be >= 1, got {num_references} and {num_frames}")
+        if not 0.0 <= cross_clip_references <= 1.0:
+            raise ValueError(f"cross_clip_references is a probability in [0, 1], got {cross_clip_references!r}")
         super().__init__(dataset_dir, split, num_frames, False, seed, samples_per_epoch, num_frames)
         self.image_size = int(image_size)
         self.num_references = int(num_references)
         self.num_frames = int(num_frames)
         self.min_reference_distance = int(min_reference_distance)
+        self.cross_clip_references = float(cross_clip_references)
+        self.same_speaker = {
+            clip["id"]: [other for other in self.clips if other["speaker"] == clip["speaker"] and other is not clip]
+            for clip in self.clips
+        }
 
-    def sample(self, clip: dict, start: int, references: np.ndarray) -> dict[str, torch.Tensor]:
-        """Driving frames ``[start, start + W)`` of ``clip`` with the frames ``references`` as references."""
+    def sample(
+        self, clip: dict, start: int, references: np.ndarray, reference_clip: dict | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Driving frames ``[start, start + W)`` of ``clip`` with the frames ``references`` of ``reference_clip``
+        (default: ``clip`` itself) as references."""
         stop = start + self.num_frames
         shard = clip["shard"]
+        reference_shard = (reference_clip or clip)["shard"]
         order = np.argsort(references)  # read in order, then restore the drawn order
-        ref_frames = self.reader.read(shard, "crops", references[order])[np.argsort(order)]
-        ref_landmarks = self.reader.read(shard, "landmarks", references[order])[np.argsort(order)]
+        ref_frames = self.reader.read(reference_shard, "crops", references[order])[np.argsort(order)]
+        ref_landmarks = self.reader.read(reference_shard, "landmarks", references[order])[np.argsort(order)]
         return {
             "references": _resize_frames(ref_frames, self.image_size),
             "reference_landmarks": torch.from_numpy(np.ascontiguousarray(ref_landmarks, dtype=np.float32)),
@@ -323,6 +339,12 @@ class GeneratorPairDataset(_AddressedDataset):
         rng = self.rng(index)
         clip = self.pick_clip(rng)
         start = int(rng.integers(0, clip["num_frames"] - self.num_frames + 1))
+        others = self.same_speaker[clip["id"]]
+        if self.cross_clip_references > 0 and others and rng.random() < self.cross_clip_references:
+            reference_clip = others[int(rng.integers(len(others)))]
+            pool = self.valid_frames(reference_clip)
+            references = rng.choice(pool, size=self.num_references, replace=len(pool) < self.num_references)
+            return self.sample(clip, start, np.asarray(references, dtype=np.int64), reference_clip)
         candidates = self.valid_frames(clip)
         far = candidates[
             (candidates < start - self.min_reference_distance)

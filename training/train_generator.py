@@ -91,6 +91,13 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--min_reference_distance", type=int, default=5, help="references at least this many frames from the window"
     )
+    parser.add_argument(
+        "--cross_clip_references",
+        type=float,
+        default=0.0,
+        help="probability that a sample's references come from another clip of the same speaker (e.g. MEAD's "
+        "neutral clip for a happy one): teaches the texture an expression changes (default 0)",
+    )
     parser.add_argument("--samples_per_epoch", type=int, default=None, help="default: clip frames / num_frames")
     parser.add_argument("--freeze_image_encoder", action="store_true", help="train the motion/FAT/decoder parts only")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialization, data order and dropout")
@@ -158,6 +165,8 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         parser.error("the spatio-temporal discriminator needs --num_frames >= 2 (or --lambda_temporal_gan 0)")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         parser.error(f"--checkpoints_total_limit must be at least 1, got {args.checkpoints_total_limit}")
+    if not 0.0 <= args.cross_clip_references <= 1.0:
+        parser.error(f"--cross_clip_references is a probability in [0, 1], got {args.cross_clip_references}")
     return args
 
 
@@ -375,6 +384,7 @@ def main(args: argparse.Namespace) -> None:
         seed=args.seed,
         samples_per_epoch=args.samples_per_epoch,
         min_reference_distance=args.min_reference_distance,
+        cross_clip_references=args.cross_clip_references,
     )
     train_dataloader = torch.utils.data.DataLoader(
         train_dataset,
