@@ -3,6 +3,7 @@
     python benchmarks/model_speed.py [--repeats 5] [--threads N] [--json out.json]
     python benchmarks/model_speed.py --reference-ref cc68c5c   # side by side with the stage 2 of that commit
     python benchmarks/model_speed.py --reference-ref cc68c5c --psnr-ref 8c82e4b   # + PSNR against another commit
+    python benchmarks/model_speed.py --reference-ref cc68c5c --process-pairs 3   # + old/new in fresh processes
 
 Whole forward passes, no gradient, float32 on CPU (or CUDA when available). Stage 2 renders the astronaut
 photo (scikit-image) aligned by the face processor, driven by landmarks that open the mouth and raise the
@@ -13,7 +14,10 @@ GFLOP/s. With ``--reference-ref`` the generator code of that git commit (``model
 so that load on the machine hits both alike, and the PSNR between their frames is printed. ``--psnr-ref``
 adds the PSNR against further commits (untimed): e.g. the last commit before a deliberate change of output
 (cc68c5c repeats the edge pixel outside the crop where 25e728d mirrors it, which alone costs ~30 dB on this
-motion).
+motion). The same ABAB then runs again after :func:`~modeling_emotalk.modeling_generator.reuse_freed_memory` (a
+process-wide allocator setting, so it helps both sides there), and ``--process-pairs N`` times old and new each in
+fresh processes, alternately: the old one with glibc's default allocator as its pipeline ran, the new one as the
+pipeline runs it now.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from modeling_emotalk import EmoTalkConfig, EmoTalkModel
 from modeling_emotalk import landmarks as L
 from modeling_emotalk.landmarks import canonicalize
-from modeling_emotalk.modeling_generator import low_precision_conv
+from modeling_emotalk.modeling_generator import low_precision_conv, reuse_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "pipeline" / "checkpoints" / "emotalk-default"
@@ -191,6 +195,47 @@ def psnr_against(ref: str, new: torch.nn.Module, inputs) -> float:
     return round(psnr(expected, new(source=new.encode_source(pixels, landmarks), driving_landmarks=driving).frames), 1)
 
 
+def side_alone(args: argparse.Namespace) -> dict[str, float]:
+    """Child of :func:`process_pairs`: frames/s per batch of one side ("old": the reference commit's stage 2 with
+    glibc's default allocator, as that commit's pipeline ran it; "new": this stage 2 as the pipeline runs it,
+    after :func:`reuse_freed_memory`)."""
+    stage2 = load_model(args.checkpoint, "cpu").generator
+    if args.side == "new":
+        reuse_freed_memory()
+    model = stage2 if args.side == "new" else reference_generator(args.reference_ref, stage2)
+    with torch.inference_mode():
+        pixels, landmarks, driving = astronaut_inputs(stage2.config.image_size, max(args.batches), "cpu")
+        source = model.encode_source(pixels, landmarks)
+        return {
+            str(batch): batch
+            / median_seconds(lambda b=batch: model(source=source, driving_landmarks=driving[:b]), args.repeats)
+            for batch in args.batches
+        }
+
+
+def process_pairs(args: argparse.Namespace, pairs: int) -> dict[str, dict]:
+    """Old and new stage 2 in fresh processes, alternately (old, new, new, old, ...): the ratio as each ships, the
+    allocator setting included (it is process-wide, so the in-process ABAB cannot separate it)."""
+    runs = {"old": [], "new": []}
+    for pair in range(pairs):
+        for side in ("old", "new") if pair % 2 == 0 else ("new", "old"):
+            command = [sys.executable, __file__, "--side", side, "--reference-ref", args.reference_ref]
+            command += ["--checkpoint", args.checkpoint, "--repeats", str(args.repeats), "--batches"]
+            command += [str(b) for b in args.batches] + (["--threads", str(args.threads)] if args.threads else [])
+            output = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True).stdout
+            runs[side].append(json.loads(output.strip().splitlines()[-1]))
+    results = {}
+    for batch in map(str, args.batches):
+        old, new = ([run[batch] for run in runs[side]] for side in ("old", "new"))
+        results[f"batch_{batch}"] = {
+            "old_frames_per_second": round(statistics.median(old), 2),
+            "new_frames_per_second": round(statistics.median(new), 2),
+            "speedup_of_medians": round(statistics.median(new) / statistics.median(old), 2),
+            "speedup_median_of_pairs": round(statistics.median(n / o for n, o in zip(new, old, strict=True)), 2),
+        }
+    return results
+
+
 def load_model(checkpoint: str | None, device: str) -> EmoTalkModel:
     if checkpoint and Path(checkpoint).is_dir():
         return EmoTalkModel.from_pretrained(checkpoint).eval().to(device)
@@ -210,9 +255,16 @@ def main() -> None:
     parser.add_argument("--psnr-ref", nargs="*", default=[], help="git commits to compare the frames with (untimed)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--skip-stage1", action="store_true")
+    parser.add_argument(
+        "--process-pairs", type=int, default=0, help="also time old and new in N pairs of fresh processes"
+    )
+    parser.add_argument("--side", choices=("old", "new"), default=None, help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.side:
+        print(json.dumps(side_alone(args)))
+        return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(args.checkpoint, device)
     stage1, stage2 = model.landmark_model, model.generator
@@ -240,6 +292,9 @@ def main() -> None:
                 side = name.removesuffix("_frames_per_second")
                 row[f"{side}_gflops"] = round(flops[side.removesuffix("_float32")] * row[name], 1)
         results["stage2"] = {"gflop_per_frame": {k: round(v, 3) for k, v in flops.items()}, **stage2_results}
+        if old is not None and reuse_freed_memory():  # the same ABAB with the allocator setting (both sides)
+            tuned = stage2_side_by_side(stage2, old, inputs, args.batches, args.repeats)
+            results["stage2_both_reusing_freed_memory"] = tuned
         for ref in args.psnr_ref:
             results["stage2"][f"new_psnr_db_vs_{ref}"] = psnr_against(ref, stage2, inputs)
         if not args.skip_stage1:
@@ -251,6 +306,11 @@ def main() -> None:
                     lambda a=audio: stage1(a, reference_landmarks=canonical, reference_frame=frame), args.repeats
                 )
                 results["stage1"][f"{seconds_of_audio}s_audio_times_real_time"] = round(seconds_of_audio / seconds, 1)
+    if old is not None and args.process_pairs:
+        results["stage2_processes"] = process_pairs(args, args.process_pairs)
+        for row in results["stage2_processes"].values():
+            for side in ("old", "new"):
+                row[f"{side}_gflops"] = round(flops[side] * row[f"{side}_frames_per_second"], 1)
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results, indent=2))
     if args.json:

@@ -5,13 +5,15 @@
 Each run is a fresh subprocess (so peak RSS is that run's own): the default model, 25 fps, 256² crop,
 paste-back into the 512² astronaut photo, an H.264 + AAC MP4 written to a temporary folder. Reports the
 median wall time / audio duration (real-time factor, < 1 is faster than real time), the median peak
-RSS, and where the time goes (face analysis, stage 1, stage 2, paste-back, encoding + the rest).
+RSS, and where the time goes (face analysis, audio reading, stage 1, stage 2, paste-back, encoding + the rest).
 
 Stage 2 renders in a background thread ``RENDER_AHEAD`` batches ahead of paste-back and encoding (``--ahead 0``:
 sequentially, for comparison), so the split is of busy times, which overlap: stage 2 is timed in its thread, and
 encoding + the rest is the main thread's saving time less paste-back and less its waits for stage 2. In the same
 child, after the run, stage 2 alone renders the same crop in batches of 8 (median of 5): "of stage 2 alone" is
-the whole run's frames/s over that, the share of the generator's speed the rest of the run leaves.
+the whole run's frames/s over that, the share of the generator's speed the rest of the run leaves. The same child
+prints the machine's ceiling (a 1024² float32 matmul), the generator's GFLOP per frame (``FlopCounterMode``) and
+its achieved GFLOP/s in the run and alone, so every figure of a row comes from one process.
 """
 
 from __future__ import annotations
@@ -60,12 +62,17 @@ def timed(name, fn):
             timers[name] += time.perf_counter() - start
     return wrapper
 generator = pipe.model.generator
-generator.forward = timed("stage2", generator.forward)
+forward = generator.forward
+generator.forward = timed("stage2", forward)
 pipe.face_processor.paste_back = timed("paste_back", pipe.face_processor.paste_back)
+timers["face"] = 0.0
+from modeling_emotalk.face_processing import FaceProcessor
+FaceProcessor.__call__ = timed("face", FaceProcessor.__call__)
 start = time.perf_counter()
 face_start = time.perf_counter()
 inputs = pipe.preprocess({{"image": image, "audio": {{"array": audio, "sampling_rate": 16000}}}})
 timers["face_and_audio"] = time.perf_counter() - face_start
+timers["audio"] = timers["face_and_audio"] - timers["face"]
 stage1_start = time.perf_counter()
 with torch.inference_mode():
     outputs = pipe._forward(inputs, emotion="happy", seed=0)
@@ -80,6 +87,8 @@ if ahead:
 else:
     timers["encoding_and_rest"] = save - timers["stage2"] - timers["paste_back"]
 total = time.perf_counter() - start
+generator.forward = timed("stage2_after_run", forward)  # the timings below are not the run's
+timers["stage2_after_run"] = 0.0
 face = inputs["face"]
 with torch.inference_mode():
     source = generator.encode_source(torch.from_numpy(face.crop).permute(2, 0, 1)[None].float() / 255,
@@ -91,6 +100,13 @@ with torch.inference_mode():
         return time.perf_counter() - begin
     alone()
     timers["stage2_alone_fps"] = 8 / statistics.median(alone() for _ in range(5))
+    sys.path.insert(0, {benchmarks!r})
+    from model_speed import gflop_per_frame, matmul_gflops
+    timers["matmul_1024_gflops"] = matmul_gflops(5, "cpu")
+with torch.no_grad():  # the flop counter needs autograd-free tensors, not inference tensors
+    source = generator.encode_source(torch.from_numpy(face.crop).permute(2, 0, 1)[None].float() / 255,
+                                     torch.from_numpy(face.landmarks)[None].float())
+    timers["gflop_per_frame"] = gflop_per_frame(generator, source, torch.as_tensor(outputs["landmarks"][:8]).float())
 print(json.dumps({{"seconds": seconds, "wall": total, "frames": video.num_frames,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "ahead_used": ahead,
                   **timers}}))
@@ -99,7 +115,8 @@ print(json.dumps({{"seconds": seconds, "wall": total, "frames": video.num_frames
 
 def run_once(seconds: float, model: str | None, ahead: int = 2) -> dict:
     tests = str(Path(__file__).resolve().parents[1] / "tests")
-    code = CHILD.format(tests=tests, seconds=seconds, model=model, ahead=ahead)
+    benchmarks = str(Path(__file__).resolve().parent)
+    code = CHILD.format(tests=tests, benchmarks=benchmarks, seconds=seconds, model=model, ahead=ahead)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark run failed ({seconds} s):\n{result.stderr[-3000:]}")
@@ -109,12 +126,16 @@ def run_once(seconds: float, model: str | None, ahead: int = 2) -> dict:
 def table_row(seconds: float, ahead: int, results: list[dict]) -> str:
     """One markdown row from the runs of one duration: medians, shares of the wall time."""
     med = {key: statistics.median(r[key] for r in results) for key in results[0]}
-    parts = ("face_and_audio", "stage1_and_motion", "stage2", "paste_back", "encoding_and_rest")
+    parts = ("face", "audio", "stage1_and_motion", "stage2", "paste_back", "encoding_and_rest")
     share = " / ".join(f"{100 * med[p] / med['wall']:.0f}%" for p in parts)
     frames_per_second = med["frames"] / med["wall"]
+    in_run_gflops = med["gflop_per_frame"] * med["frames"] / med["stage2"]
+    alone_gflops = med["gflop_per_frame"] * med["stage2_alone_fps"]
     return (
-        f"| {seconds:g} s | {results[0].get('ahead_used', ahead)} | {med['frames']:.0f} | {med['wall']:.1f} s | {med['wall'] / seconds:.2f} | "
-        f"{frames_per_second:.1f} | {frames_per_second / med['stage2_alone_fps']:.2f} "
+        f"| {seconds:g} s | {results[0].get('ahead_used', ahead)} | {med['frames']:.0f} | {med['wall']:.1f} s "
+        f"| {med['wall'] / seconds:.2f} | {frames_per_second:.1f} | {med['stage2_alone_fps']:.1f} "
+        f"| **{frames_per_second / med['stage2_alone_fps']:.2f}** | {med['matmul_1024_gflops']:.0f} "
+        f"| {med['gflop_per_frame']:.2f} | {in_run_gflops:.0f} / {alone_gflops:.0f} "
         f"| {med['peak_rss_mb']:.0f} MB | {share} |"
     )
 
@@ -147,9 +168,10 @@ def main() -> None:
             f"Median of {args.repeats} run(s) each (600 s: 1); 25 fps, 256² crop, paste-back into a 512² photo, "
             "H.264 veryfast + AAC. Busy-time shares of the wall time (they overlap when stage 2 renders ahead).",
             "",
-            "| audio | ahead | frames | wall time | real-time factor | frames/s | of stage 2 alone | peak RSS "
-            "| face+audio / stage 1 / stage 2 / paste-back / encoding+rest |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| audio | ahead | frames | wall time | real-time factor | frames/s | stage 2 alone, frames/s "
+            "| whole run / stage 2 alone | matmul ceiling, GFLOP/s | GFLOP/frame | stage 2 GFLOP/s in run / alone "
+            "| peak RSS | face / audio / stage 1 / stage 2 / paste-back / encoding+rest |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
         ]
     )

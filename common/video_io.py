@@ -438,6 +438,16 @@ def _even(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
+def rgb_to_yuv420(image: np.ndarray) -> np.ndarray:
+    """An ``(H, W, 3)`` RGB uint8 frame (even sides) as ``(3H/2, W)`` planar yuv420p, BT.601 limited range.
+
+    OpenCV's conversion gives swscale's levels (luma within 1, 2x2-averaged chroma) ~20x faster than the
+    conversion the encoder would otherwise run per frame (~2 ms at 512², as much as H.264 encoding itself)."""
+    import cv2
+
+    return cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)
+
+
 def _check_batch(batch: np.ndarray) -> np.ndarray:
     batch = np.asarray(batch)
     if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
@@ -520,7 +530,7 @@ def write_mp4(
                 if written_frames == 0:
                     video.width, video.height = batch.shape[2], batch.shape[1]
                 for image in batch:
-                    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                    frame = av.VideoFrame.from_ndarray(rgb_to_yuv420(image), format="yuv420p")
                     frame.pts = written_frames
                     frame.time_base = 1 / rate
                     container.mux(video.encode(frame))
@@ -573,5 +583,6 @@ __all__ = [
     "read_frames",
     "remove_stale_partials",
     "resample_indices",
+    "rgb_to_yuv420",
     "write_mp4",
 ]

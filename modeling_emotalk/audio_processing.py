@@ -301,13 +301,22 @@ def _channels_last(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def _flatness_and_rms(samples: np.ndarray, size: int = 512, hop: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame spectral flatness and RMS of ``samples``, as ``librosa.feature.spectral_flatness`` and
+    ``librosa.feature.rms`` compute them (centred zero-padded frames, periodic Hann window for the spectrum,
+    power 2, amin 1e-10) in plain numpy: librosa's first call costs seconds of numba compilation."""
+    padded = np.pad(samples.astype(np.float64), size // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, size)[::hop]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(size) / size)
+    power = np.maximum(np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2, 1e-10)
+    flatness = np.exp(np.log(power).mean(axis=-1)) / power.mean(axis=-1)
+    return flatness, np.sqrt(np.mean(np.square(frames), axis=-1))
+
+
 def _warn_if_noise(samples: np.ndarray, name: str) -> None:
     """Warn when the audio sounds like noise, not speech (median spectral flatness of its louder frames)."""
-    import librosa
-
     segment = samples[: 30 * SAMPLING_RATE]  # the first 30 s tell speech from noise
-    flatness = librosa.feature.spectral_flatness(y=segment, n_fft=512, hop_length=256)[0]
-    rms = librosa.feature.rms(y=segment, frame_length=512, hop_length=256)[0]
+    flatness, rms = _flatness_and_rms(segment)
     active = rms > 0.1 * rms.max()
     if not active.any():
         return

@@ -32,6 +32,7 @@ from modeling_emotalk.audio_processing import SAMPLING_RATE, read_audio
 from modeling_emotalk.errors import EmoTalkInputError, ImageReadError
 from modeling_emotalk.face_processing import FaceCrop, FaceProcessor
 from modeling_emotalk.modeling_emotalk import OVERLAP_SECONDS, WINDOW_SECONDS, PhotoExpressionMode
+from modeling_emotalk.modeling_generator import reuse_freed_memory
 from modeling_emotalk.modeling_landmark import num_video_frames
 from modeling_emotalk.processing_emotalk import EmoTalkProcessor
 
@@ -380,6 +381,7 @@ class EmotionalTalkingFacePipeline(Pipeline):
         pixel_values, source_landmarks = _source_tensors([face, *outputs.get("references", [])])
 
         def render() -> Iterator[np.ndarray]:
+            reuse_freed_memory()  # no fresh pages per batch (~17 % of stage 2's CPU time on Linux)
             batches = model.render(pixel_values, source_landmarks, landmarks, batch_size)
             rendered = _rendered_ahead(_inference_batches(batches), render_ahead())  # stage 2 in a thread
             with (
