@@ -73,6 +73,9 @@ def main() -> int:
     parser.add_argument(
         "--max_frames", type=int, default=0, help="evaluate at most this many frames per clip (0: all)"
     )
+    parser.add_argument(
+        "--clips", nargs="+", default=None, help="only the clips whose id contains one of these strings"
+    )
     parser.add_argument("--output", default=None)
     parser.add_argument("--grids", default=None, help="folder for side-by-side PNGs source | models... | ground truth")
     parser.add_argument("--grid_frames", type=int, default=6)
@@ -90,6 +93,8 @@ def main() -> int:
     index = load_index(args.dataset_dir)
     reader = ShardReader(args.dataset_dir)
     clips = select_clips(index, args.split, 2, False)
+    if args.clips:
+        clips = [clip for clip in clips if any(part in clip["id"] for part in args.clips)]
     models = dict(item.split("=", 1) for item in args.model)
     generators = {name: load_generator(folder) for name, folder in models.items()}
     report = {"dataset": args.dataset_dir, "models": models, "clips": {}, "mean": {}}
