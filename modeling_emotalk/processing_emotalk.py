@@ -8,6 +8,7 @@ whose settings (crop size, margin, minimum face size, detection options, maximum
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -23,13 +24,11 @@ from .face_processing import FaceProcessor
 __all__ = ["FACE_SETTINGS", "EmoTalkProcessor"]
 
 FACE_SETTINGS: dict[str, Any] = {
-    "crop_size": 256,
-    "margin": 1.0,
-    "min_face_size": 64,
-    "max_image_size": 8192,
-    "max_num_faces": 4,
+    name: parameter.default
+    for name, parameter in inspect.signature(FaceProcessor.__init__).parameters.items()
+    if name != "self"
 }
-"""The face processor's settings saved in ``preprocessor_config.json``, with their defaults."""
+"""The face processor's settings saved in ``preprocessor_config.json``, with their defaults (``FaceProcessor``'s)."""
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
