@@ -51,10 +51,15 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "pipeline" / "checkpoints" / "emotalk-default"
 
 
+CLOCK = time.perf_counter
+"""What a call is timed with: wall time, or with ``--clock cpu`` the process's CPU time (user + system, all its
+threads), which load from other processes hardly moves at 1 thread."""
+
+
 def seconds_per_call(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     fn()
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -220,7 +225,8 @@ def process_pairs(args: argparse.Namespace, pairs: int) -> dict[str, dict]:
     for pair in range(pairs):
         for side in ("old", "new") if pair % 2 == 0 else ("new", "old"):
             command = [sys.executable, __file__, "--side", side, "--reference-ref", args.reference_ref]
-            command += ["--checkpoint", args.checkpoint, "--repeats", str(args.repeats), "--batches"]
+            command += ["--checkpoint", args.checkpoint, "--repeats", str(args.repeats), "--clock", args.clock]
+            command += ["--batches"]
             command += [str(b) for b in args.batches] + (["--threads", str(args.threads)] if args.threads else [])
             output = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True).stdout
             runs[side].append(json.loads(output.strip().splitlines()[-1]))
@@ -258,8 +264,12 @@ def main() -> None:
     parser.add_argument(
         "--process-pairs", type=int, default=0, help="also time old and new in N pairs of fresh processes"
     )
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="time calls by wall or CPU time")
+    parser.add_argument("--no-in-process", action="store_true", help="skip the in-process ABAB (with --process-pairs)")
     parser.add_argument("--side", choices=("old", "new"), default=None, help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.side:
@@ -270,6 +280,7 @@ def main() -> None:
     stage1, stage2 = model.landmark_model, model.generator
     results = {
         "device": device if device == "cuda" else f"cpu ({torch.get_num_threads()} threads, {platform.processor()})",
+        "clock": args.clock,
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "parameters": {
             "stage1_landmark_model": sum(p.numel() for p in stage1.parameters()),
@@ -286,14 +297,15 @@ def main() -> None:
         if old is not None:
             flops["old"] = gflop_per_frame(old, old.encode_source(*inputs[:2]), inputs[2][:8])
     with torch.inference_mode():
-        stage2_results = stage2_side_by_side(stage2, old, inputs, args.batches, args.repeats)
+        in_process = [] if args.no_in_process else args.batches
+        stage2_results = stage2_side_by_side(stage2, old, inputs, in_process, args.repeats)
         for row in stage2_results.values():
             for name in [k for k in row if k.endswith("_frames_per_second")]:
                 side = name.removesuffix("_frames_per_second")
                 row[f"{side}_gflops"] = round(flops[side.removesuffix("_float32")] * row[name], 1)
         results["stage2"] = {"gflop_per_frame": {k: round(v, 3) for k, v in flops.items()}, **stage2_results}
-        if old is not None and reuse_freed_memory():  # the same ABAB with the allocator setting (both sides)
-            tuned = stage2_side_by_side(stage2, old, inputs, args.batches, args.repeats)
+        if old is not None and in_process and reuse_freed_memory():  # the same ABAB, the allocator set for both
+            tuned = stage2_side_by_side(stage2, old, inputs, in_process, args.repeats)
             results["stage2_both_reusing_freed_memory"] = tuned
         for ref in args.psnr_ref:
             results["stage2"][f"new_psnr_db_vs_{ref}"] = psnr_against(ref, stage2, inputs)

@@ -1,16 +1,17 @@
 """End-to-end speed and memory of the pipeline: real-time factor and peak RSS by audio duration.
 
-    python benchmarks/speed.py [--durations 5 30 120 600] [--repeats 3] [--ahead 2 0] [--model DIR] [--markdown out.md]
+    python benchmarks/speed.py [--durations 5 30 120 600] [--repeats 3] [--ahead auto 2 0] [--model DIR] [--markdown out.md]
 
 Each run is a fresh subprocess (so peak RSS is that run's own): the default model, 25 fps, 256² crop,
 paste-back into the 512² astronaut photo, an H.264 + AAC MP4 written to a temporary folder. Reports the
 median wall time / audio duration (real-time factor, < 1 is faster than real time), the median peak
 RSS, and where the time goes (face analysis, audio reading, stage 1, stage 2, paste-back, encoding + the rest).
 
-Stage 2 renders in a background thread ``RENDER_AHEAD`` batches ahead of paste-back and encoding (``--ahead 0``:
-sequentially, for comparison), so the split is of busy times, which overlap: stage 2 is timed in its thread, and
+Stage 2 renders in a background thread ``RENDER_AHEAD`` batches ahead of paste-back and encoding where the pipeline
+has cores left over (``--ahead auto``, the default; a number forces it, ``--ahead 0``: sequentially), so the split is
+of busy times, which overlap: stage 2 is timed in its thread, and
 encoding + the rest is the main thread's saving time less paste-back and less its waits for stage 2. In the same
-child, after the run, stage 2 alone renders the same crop in batches of 8 (median of 5): "of stage 2 alone" is
+child, after the run, stage 2 alone renders the same crop in batches of 8 (median of 15): "of stage 2 alone" is
 the whole run's frames/s over that, the share of the generator's speed the rest of the run leaves. The same child
 prints the machine's ceiling (a 1024² float32 matmul), the generator's GFLOP per frame (``FlopCounterMode``) and
 its achieved GFLOP/s in the run and alone, so every figure of a row comes from one process.
@@ -37,11 +38,16 @@ from transformers import pipeline
 from transformers.utils import logging
 from skimage import data
 logging.set_verbosity_error()
-seconds, model, ahead = {seconds}, {model!r}, {ahead}
+seconds, model, ahead = {seconds}, {model!r}, {ahead!r}
 import queue, statistics, torch
+if {threads}:
+    torch.set_num_threads({threads})
 import emotalk_pipeline.pipeline_emotalk as pipeline_module
-pipeline_module.RENDER_AHEAD = ahead
-ahead = pipeline_module.render_ahead()  # what the pipeline will really do (0 where no cores are left over)
+if ahead == "auto":  # what the pipeline does by default (0 where no cores are left over)
+    ahead = pipeline_module.render_ahead()
+else:  # forced, even on a machine where the pipeline would not
+    ahead = int(ahead)
+    pipeline_module.render_ahead = lambda: ahead
 pipe = pipeline("emotional-talking-face", model=model) if model else pipeline("emotional-talking-face")
 image, audio = data.astronaut(), synthetic_speech(seconds, seed=1)
 timers = {{"stage2": 0.0, "paste_back": 0.0, "waiting_for_stage2": 0.0}}
@@ -53,8 +59,10 @@ class TimedQueue(queue.Queue):
         finally:
             timers["waiting_for_stage2"] += time.perf_counter() - start
 pipeline_module.queue.Queue = TimedQueue
+calls = {{}}
 def timed(name, fn):
     def wrapper(*args, **kwargs):
+        calls[name] = calls.get(name, 0) + 1
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
@@ -99,7 +107,7 @@ with torch.inference_mode():
         generator(source=source, driving_landmarks=driving)
         return time.perf_counter() - begin
     alone()
-    timers["stage2_alone_fps"] = 8 / statistics.median(alone() for _ in range(5))
+    timers["stage2_alone_fps"] = 8 / statistics.median(alone() for _ in range(15))
     sys.path.insert(0, {benchmarks!r})
     from model_speed import gflop_per_frame, matmul_gflops
     timers["matmul_1024_gflops"] = matmul_gflops(5, "cpu")
@@ -109,21 +117,22 @@ with torch.no_grad():  # the flop counter needs autograd-free tensors, not infer
     timers["gflop_per_frame"] = gflop_per_frame(generator, source, torch.as_tensor(outputs["landmarks"][:8]).float())
 print(json.dumps({{"seconds": seconds, "wall": total, "frames": video.num_frames,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "ahead_used": ahead,
+                  "face_analyses": calls["face"],
                   **timers}}))
 """
 
 
-def run_once(seconds: float, model: str | None, ahead: int = 2) -> dict:
+def run_once(seconds: float, model: str | None, ahead: str = "auto", threads: int = 0) -> dict:
     tests = str(Path(__file__).resolve().parents[1] / "tests")
     benchmarks = str(Path(__file__).resolve().parent)
-    code = CHILD.format(tests=tests, benchmarks=benchmarks, seconds=seconds, model=model, ahead=ahead)
+    code = CHILD.format(tests=tests, benchmarks=benchmarks, seconds=seconds, model=model, ahead=ahead, threads=threads)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark run failed ({seconds} s):\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def table_row(seconds: float, ahead: int, results: list[dict]) -> str:
+def table_row(seconds: float, ahead: str, results: list[dict]) -> str:
     """One markdown row from the runs of one duration: medians, shares of the wall time."""
     med = {key: statistics.median(r[key] for r in results) for key in results[0]}
     parts = ("face", "audio", "stage1_and_motion", "stage2", "paste_back", "encoding_and_rest")
@@ -144,7 +153,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--durations", type=float, nargs="+", default=[5, 30, 120, 600])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ahead", type=int, nargs="+", default=[2], help="RENDER_AHEAD values to run (0: sequential)")
+    parser.add_argument(
+        "--ahead",
+        nargs="+",
+        default=["auto"],
+        help="batches stage 2 renders ahead in a thread: auto (the pipeline's choice), or a number forced (0: none)",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads in each run (0: torch's)")
+    parser.add_argument("--max-repeats-from", type=float, default=600, help="durations from this one run once")
     parser.add_argument("--model", default=None, help="a pipeline model folder (default: the embedded model)")
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     parser.add_argument("--json", default=None, help="also write all runs to this JSON file")
@@ -152,11 +168,11 @@ def main() -> None:
     rows, runs = [], {}
     for ahead in args.ahead:
         for seconds in args.durations:
-            repeats = 1 if seconds >= 600 else args.repeats
+            repeats = 1 if seconds >= args.max_repeats_from else args.repeats
             results = []
             for repeat in range(repeats):
                 start = time.perf_counter()
-                results.append(run_once(seconds, args.model, ahead))
+                results.append(run_once(seconds, args.model, ahead, args.threads))
                 print(
                     f"{seconds:g} s audio, ahead {ahead}, run {repeat + 1}/{repeats}: {time.perf_counter() - start:.1f} s",
                     file=sys.stderr,
@@ -165,7 +181,7 @@ def main() -> None:
             rows.append(table_row(seconds, ahead, results))
     table = "\n".join(
         [
-            f"Median of {args.repeats} run(s) each (600 s: 1); 25 fps, 256² crop, paste-back into a 512² photo, "
+            f"Median of {args.repeats} run(s) each ({args.max_repeats_from:g} s and longer: 1); 25 fps, 256² crop, paste-back into a 512² photo, "
             "H.264 veryfast + AAC. Busy-time shares of the wall time (they overlap when stage 2 renders ahead).",
             "",
             "| audio | ahead | frames | wall time | real-time factor | frames/s | stage 2 alone, frames/s "
