@@ -25,7 +25,9 @@ from emotalk_training.data import GeneratorPairDataset, LandmarkWindowDataset
 from emotalk_training.geometry import landmark_targets, matrix_to_euler
 from emotalk_training.losses import (
     aperture_l1,
+    bilabial_closure_l1,
     emotion_positives,
+    frame_phone_mask,
     info_nce,
     mouth_mask,
     ms_ssim,
@@ -401,6 +403,53 @@ def test_aperture_loss_prefers_a_full_closure_a_frame_late_to_a_smeared_half_clo
     changed = target.clone()
     changed[0, 15:] = -5.0
     assert aperture_l1(changed, target, mask) == 0
+
+
+def test_bilabial_loss_asks_for_the_full_closure_at_p_b_m_frames():
+    from emotalk_training.data import phone_track
+    from emotalk_training.phones import PHONE_IDS
+
+    module = load_script("train_landmarks.py")
+    assert module.parse_args(["--dataset_dir", "data"]).lambda_bilabial == 0.0  # off by default: today's loss
+    fps, frames = 25.0, 50
+    segments = [["SIL", 0.0, 0.4], ["M", 0.4, 0.48], ["AA", 0.48, 2.0]]  # /m/: the centres of frames 10 and 11
+    phone_ids = torch.from_numpy(phone_track(segments, 0.0, 200))[None]
+    bilabial = frame_phone_mask(phone_ids, module.BILABIAL_IDS, frames, fps)
+    assert bilabial[0].nonzero().flatten().tolist() == [10, 11]
+    assert module.BILABIAL_IDS.tolist() == [PHONE_IDS["B"], PHONE_IDS["P"], PHONE_IDS["M"]]
+
+    target = torch.ones(1, frames)
+    target[0, 10:12] = 0.0  # the teacher closes the lips during /m/
+    closed, late, half = target.clone(), torch.ones(1, frames), torch.ones(1, frames)
+    late[0, 11:13] = 0.0  # the full closure one frame late: within the evaluation's ± 1 frame tolerance
+    half[0, 10:12] = 0.5
+    mask = torch.ones(1, frames, dtype=torch.bool)
+    assert bilabial_closure_l1(closed, target, bilabial, mask) == 0
+    assert bilabial_closure_l1(late, target, bilabial, mask) == 0
+    assert bilabial_closure_l1(half, target, bilabial, mask) == pytest.approx(0.5)
+    # the plain aperture loss dilutes the half closure over the window; the bilabial term does not
+    assert aperture_l1(half, target, mask) < 0.1 < bilabial_closure_l1(half, target, bilabial, mask)
+    assert bilabial_closure_l1(half, target, torch.zeros_like(bilabial), mask) == 0  # no bilabial, no loss
+    mask[0, 10:12] = False  # masked frames neither count nor enter a window
+    assert bilabial_closure_l1(half, target, bilabial, mask) == 0
+
+
+def test_training_heads_can_start_from_a_previous_run(tmp_path):
+    from emotalk_training.emotion_encoder import LandmarkEmotionEncoder
+    from safetensors.torch import save_file
+
+    module = load_script("train_landmarks.py")
+    assert module.parse_args(["--dataset_dir", "data"]).init_training_modules is None  # default: fresh heads
+    trained = (LandmarkEmotionEncoder(16, 8, hidden_size=32), torch.nn.Linear(24, 40))
+    folder = tmp_path / "run" / "training_modules"
+    folder.mkdir(parents=True)
+    for name, head in zip(("landmark_emotion_encoder", "phone_classifier"), trained, strict=True):
+        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / f"{name}.safetensors"))
+    fresh = (LandmarkEmotionEncoder(16, 8, hidden_size=32), torch.nn.Linear(24, 40))
+    module.load_training_modules(str(tmp_path / "run"), *fresh)
+    for old, new in zip(trained, fresh, strict=True):
+        for (name, a), b in zip(old.state_dict().items(), new.state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
 def test_phone_targets_follow_the_segments_and_the_loss_prefers_the_right_phones(dataset):

@@ -109,6 +109,42 @@ def aperture_l1(
     return loss
 
 
+def frame_phone_mask(
+    phone_ids: torch.Tensor, phone_ids_set: torch.Tensor, num_frames: int, fps: float, phone_rate: float = 100.0
+) -> torch.Tensor:
+    """``(B, num_frames)``: frames whose centre ``(t + ½) / fps`` falls on one of ``phone_ids_set`` in ``phone_ids``.
+
+    ``phone_ids`` ``(B, L)`` at ``phone_rate`` (as :class:`~emotalk_training.data.LandmarkWindowDataset` gives).
+    """
+    centres = (torch.arange(num_frames, device=phone_ids.device) + 0.5) / fps
+    index = (centres * phone_rate).long().clamp(max=phone_ids.shape[1] - 1)
+    return torch.isin(phone_ids[:, index], phone_ids_set.to(phone_ids.device))
+
+
+def bilabial_closure_l1(
+    prediction: torch.Tensor, target: torch.Tensor, bilabial: torch.Tensor, mask: torch.Tensor, window: int = 3
+) -> torch.Tensor:
+    """L1 between predicted and target lip apertures ``(B, T)`` at /p b m/ frames, on their running minima.
+
+    Each bilabial frame compares the smallest aperture within ± ``window // 2`` frames (the evaluation's closure
+    tolerance), so the lips must reach the target's closed aperture near every /p b m/, not merely on average
+    over all frames where the plain aperture L1 dilutes them. ``bilabial`` ``(B, T)`` marks /p b m/ frames;
+    frames outside ``mask`` count neither as values nor inside a window. 0 (with a graph) without bilabials.
+    """
+    selected = bilabial & mask
+    if not bool(selected.any()):
+        return prediction.sum() * 0.0
+    if window > 1:
+        big = torch.finfo(prediction.dtype).max / 4
+
+        def running_min(x: torch.Tensor) -> torch.Tensor:
+            x = x.masked_fill(~mask, big).unsqueeze(1)
+            return -F.max_pool1d(-x, window, stride=1, padding=window // 2).squeeze(1)
+
+        prediction, target = running_min(prediction), running_min(target)
+    return masked_l1(prediction, target, selected)
+
+
 def emotion_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on the items whose emotion is ``known``; 0 (with a graph) when none is."""
     if not bool(known.any()):
@@ -234,9 +270,11 @@ def feature_matching_loss(real_features: list[torch.Tensor], fake_features: list
 
 __all__ = [
     "aperture_l1",
+    "bilabial_closure_l1",
     "emotion_cross_entropy",
     "emotion_positives",
     "feature_matching_loss",
+    "frame_phone_mask",
     "hinge_discriminator_loss",
     "hinge_generator_loss",
     "info_nce",

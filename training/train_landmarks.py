@@ -35,8 +35,10 @@ from emotalk_training.emotion_encoder import LandmarkEmotionEncoder
 from emotalk_training.geometry import landmark_targets
 from emotalk_training.losses import (
     aperture_l1,
+    bilabial_closure_l1,
     emotion_cross_entropy,
     emotion_positives,
+    frame_phone_mask,
     info_nce,
     landmark_weights,
     masked_l1,
@@ -45,7 +47,7 @@ from emotalk_training.losses import (
     vertical_lip_gap,
     weighted_landmark_l1,
 )
-from emotalk_training.phones import PHONES
+from emotalk_training.phones import PHONE_IDS, PHONES
 from emotalk_training.utils import (
     checkpoint_step,
     default_base_model,
@@ -59,13 +61,14 @@ from emotalk_training.utils import (
     tensorboard_writer,
     write_composite,
 )
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from modeling_emotalk import EmoTalkLandmarkModel
 from modeling_emotalk.landmarks import LIPS, apply_blink, apply_gaze
 
 logger = get_logger(__name__)
+BILABIAL_IDS = torch.tensor([PHONE_IDS[phone] for phone in ("B", "P", "M")])  # --lambda_bilabial's phones
 
 
 def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
@@ -139,6 +142,16 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="L1 on the inner-lip aperture (canonical space) and on its 5-frame running minimum: weighs full "
         "closures and wide openings up",
     )
+    parser.add_argument(
+        "--lambda_bilabial",
+        type=float,
+        default=0.0,
+        help="L1 on the inner-lip aperture's running minimum (--bilabial_window frames) at /p b m/ frames only (the "
+        "phone segments of clip_phones.json): asks for the target's full closure at every bilabial; 0 disables it",
+    )
+    parser.add_argument(
+        "--bilabial_window", type=int, default=3, help="odd running-minimum window of --lambda_bilabial (frames)"
+    )
     parser.add_argument("--lambda_pose", type=float, default=0.5)
     parser.add_argument("--lambda_gaze", type=float, default=0.1)
     parser.add_argument("--lambda_blink", type=float, default=0.1)
@@ -153,6 +166,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         default=0.1,
         help="frame-level phone classification of the audio features (needs clip_phones.json in the dataset; 0 "
         "disables it)",
+    )
+    parser.add_argument(
+        "--init_training_modules",
+        default=None,
+        help="a previous run's output folder (or its training_modules folder): start the training-only landmark "
+        "emotion encoder and phone classifier from its weights instead of at random",
     )
     parser.add_argument(
         "--audio_mask_time_prob",
@@ -172,6 +191,8 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.bilabial_window < 1 or args.bilabial_window % 2 == 0:
+        parser.error(f"--bilabial_window must be a positive odd number, got {args.bilabial_window}")
     if args.window_seconds <= 0:
         parser.error(f"--window_seconds must be positive, got {args.window_seconds}")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
@@ -218,12 +239,15 @@ def compute_losses(
     )
     head_pose = output.head_pose.float()
     labels, known = batch["emotion"], batch["emotion_known"]
+    predicted_gap, target_gap = vertical_lip_gap(predicted), vertical_lip_gap(targets.canonical)
+    bilabial = frame_phone_mask(batch["phone_ids"], BILABIAL_IDS, landmarks.shape[1], fps)
     visual_embedding, visual_logits = emotion_encoder(targets.expression, mask)
     parts = {
         "landmark": weighted_landmark_l1(predicted, targets.canonical, mask, weights),
         "relocated": weighted_landmark_l1(output.landmarks.float(), landmarks, mask, weights),
         "velocity": velocity_l1(predicted, targets.canonical, mask) + velocity_l1(head_pose, targets.head_pose, mask),
-        "aperture": aperture_l1(vertical_lip_gap(predicted), vertical_lip_gap(targets.canonical), mask),
+        "aperture": aperture_l1(predicted_gap, target_gap, mask),
+        "bilabial": bilabial_closure_l1(predicted_gap, target_gap, bilabial, mask, args.bilabial_window),
         "pose": masked_l1(head_pose, targets.head_pose, mask),
         "gaze": masked_l1(output.gaze.float(), targets.gaze, mask),
         "blink": masked_l1(output.blink.float(), targets.blink, mask),
@@ -236,6 +260,18 @@ def compute_losses(
     }
     loss = sum(getattr(args, f"lambda_{name}") * value for name, value in parts.items())
     return loss, parts, output
+
+
+def load_training_modules(folder: str, emotion_encoder: torch.nn.Module, phone_classifier: torch.nn.Module) -> None:
+    """Initialize the training-only heads from a previous run's ``training_modules`` folder (or its run folder).
+
+    A continuation then starts with trained heads: a fresh phone classifier's first hundreds of steps (its
+    cross-entropy starts near ln 40) send large, uninformative gradients into the trained audio encoder.
+    """
+    root = Path(folder)
+    root = root / "training_modules" if (root / "training_modules").is_dir() else root
+    for name, module in (("landmark_emotion_encoder", emotion_encoder), ("phone_classifier", phone_classifier)):
+        module.load_state_dict(load_file(str(root / f"{name}.safetensors")))
 
 
 def validation_clips(dataset_dir: str, split: str | None, count: int) -> tuple[str | None, list[dict]]:
@@ -352,6 +388,9 @@ def main(args: argparse.Namespace) -> None:
     )
     # training-only head: which phone is being spoken at each audio feature (targets from clip_phones.json)
     phone_classifier = torch.nn.Linear(config.audio_config.hidden_size, len(PHONES))
+    if args.init_training_modules:
+        load_training_modules(args.init_training_modules, emotion_encoder, phone_classifier)
+        logger.info(f"training-only heads initialized from {args.init_training_modules}")
 
     def save_model_hook(models, weights, output_dir):
         for i, wrapped in enumerate(models):
