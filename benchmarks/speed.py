@@ -14,7 +14,11 @@ encoding + the rest is the main thread's saving time less paste-back and less it
 child, after the run, stage 2 alone renders the same crop in batches of 8 (median of 15): "of stage 2 alone" is
 the whole run's frames/s over that, the share of the generator's speed the rest of the run leaves. The same child
 prints the machine's ceiling (a 1024² float32 matmul), the generator's GFLOP per frame (``FlopCounterMode``) and
-its achieved GFLOP/s in the run and alone, so every figure of a row comes from one process.
+its achieved GFLOP/s in the run and alone, so every figure of a row comes from one process. "Rest of the run on
+top of stage 2, CPU time" is the run's process CPU time over stage 2's, less one: what face analysis, stage 1,
+paste-back and encoding cost on top of the generator, hardly moved by other load on the machine (stage 2's CPU time
+is the process's while it runs when rendering is sequential, its thread's when it renders ahead, which is exact
+only with ``--threads 1``).
 """
 
 from __future__ import annotations
@@ -60,14 +64,21 @@ class TimedQueue(queue.Queue):
             timers["waiting_for_stage2"] += time.perf_counter() - start
 pipeline_module.queue.Queue = TimedQueue
 calls = {{}}
+def process_cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 def timed(name, fn):
     def wrapper(*args, **kwargs):
         calls[name] = calls.get(name, 0) + 1
-        start = time.perf_counter()
+        start, cpu_start, thread_start = time.perf_counter(), process_cpu(), time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
             timers[name] += time.perf_counter() - start
+            # CPU seconds: the whole process's while it ran sequentially, its own thread's when it runs beside the
+            # main thread (exact only with one torch thread)
+            cpu = time.thread_time() - thread_start if ahead else process_cpu() - cpu_start
+            timers[name + "_cpu"] = timers.get(name + "_cpu", 0.0) + cpu
     return wrapper
 generator = pipe.model.generator
 forward = generator.forward
@@ -76,7 +87,7 @@ pipe.face_processor.paste_back = timed("paste_back", pipe.face_processor.paste_b
 timers["face"] = 0.0
 from modeling_emotalk.face_processing import FaceProcessor
 FaceProcessor.__call__ = timed("face", FaceProcessor.__call__)
-start = time.perf_counter()
+start, run_cpu_start = time.perf_counter(), process_cpu()
 face_start = time.perf_counter()
 inputs = pipe.preprocess({{"image": image, "audio": {{"array": audio, "sampling_rate": 16000}}}})
 timers["face_and_audio"] = time.perf_counter() - face_start
@@ -95,6 +106,7 @@ if ahead:
 else:
     timers["encoding_and_rest"] = save - timers["stage2"] - timers["paste_back"]
 total = time.perf_counter() - start
+timers["run_cpu"] = process_cpu() - run_cpu_start
 generator.forward = timed("stage2_after_run", forward)  # the timings below are not the run's
 timers["stage2_after_run"] = 0.0
 face = inputs["face"]
@@ -145,7 +157,7 @@ def table_row(seconds: float, ahead: str, results: list[dict]) -> str:
         f"| {med['wall'] / seconds:.2f} | {frames_per_second:.1f} | {med['stage2_alone_fps']:.1f} "
         f"| **{frames_per_second / med['stage2_alone_fps']:.2f}** | {med['matmul_1024_gflops']:.0f} "
         f"| {med['gflop_per_frame']:.2f} | {in_run_gflops:.0f} / {alone_gflops:.0f} "
-        f"| {med['peak_rss_mb']:.0f} MB | {share} |"
+        f"| {med['run_cpu'] / med['stage2_cpu'] - 1:.0%} | {med['peak_rss_mb']:.0f} MB | {share} |"
     )
 
 
@@ -186,8 +198,9 @@ def main() -> None:
             "",
             "| audio | ahead | frames | wall time | real-time factor | frames/s | stage 2 alone, frames/s "
             "| whole run / stage 2 alone | matmul ceiling, GFLOP/s | GFLOP/frame | stage 2 GFLOP/s in run / alone "
-            "| peak RSS | face / audio / stage 1 / stage 2 / paste-back / encoding+rest |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| rest of the run on top of stage 2, CPU time | peak RSS "
+            "| face / audio / stage 1 / stage 2 / paste-back / encoding+rest |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
         ]
     )
