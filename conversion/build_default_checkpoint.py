@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Wav2Vec2FeatureExtractor
 
 from modeling_emotalk import EmoTalkConfig, EmoTalkGenerator, EmoTalkLandmarkModel, EmoTalkModel
 from modeling_emotalk.packaging import strip_remote_code
+from modeling_emotalk.processing_emotalk import EmoTalkProcessor
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "pipeline" / "checkpoints" / "emotalk-default"
 
@@ -72,9 +72,7 @@ def build(
         model.save_pretrained(staged)
         if half_precision:
             store_parameters_in_half_precision(model, staged / "model.safetensors")
-        Wav2Vec2FeatureExtractor(
-            feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-        ).save_pretrained(staged)
+        EmoTalkProcessor().save_pretrained(staged)  # the audio features + the face settings
         # The embedded copy is loaded through the installed package: no remote code, no auto_map, and no
         # local paths in the shipped config.
         strip_remote_code(staged, sub_config_keys=("auto_map", "_name_or_path", "architectures"))
@@ -83,6 +81,7 @@ def build(
             if stale.name not in new_files:
                 stale.unlink()
         for path in staged.iterdir():
+            path.chmod(0o644)  # the staging folder's files are private; the checkpoint is read by everyone
             os.replace(path, output / path.name)
     return output
 

@@ -489,7 +489,7 @@ def test_an_interrupted_rebuild_leaves_the_old_checkpoint_whole(tmp_path, monkey
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(build_default_checkpoint.Wav2Vec2FeatureExtractor, "save_pretrained", disk_full)
+        patch.setattr(build_default_checkpoint.EmoTalkProcessor, "save_pretrained", disk_full)
         with pytest.raises(OSError, match="No space"):
             build_default_checkpoint.build(folder, seed=1)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
@@ -502,6 +502,9 @@ def test_an_interrupted_rebuild_leaves_the_old_checkpoint_whole(tmp_path, monkey
     ]  # provenance went with the old weights
     assert (folder / "model.safetensors").read_bytes() != before["model.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["default"]  # no staging folder left behind
+    assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    settings = json.loads((folder / "preprocessor_config.json").read_text())
+    assert settings["processor_class"] == "EmoTalkProcessor" and settings["crop_size"] == 256  # the face settings too
 
 
 def test_default_checkpoint_stores_parameters_in_half_precision_and_loads_float32(tmp_path, monkeypatch):
