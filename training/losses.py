@@ -69,6 +69,19 @@ def vertical_lip_gap(landmarks: torch.Tensor) -> torch.Tensor:
     return lower - upper
 
 
+def phones_at(phone_ids: torch.Tensor, seconds: torch.Tensor, phone_rate: float = 100.0) -> torch.Tensor:
+    """``(B, N)``: the phone of ``phone_ids`` ``(B, L)`` (sampled at ``phone_rate``) at each time in ``seconds``."""
+    index = (seconds * phone_rate).long().clamp(max=phone_ids.shape[1] - 1)
+    return phone_ids[:, index]
+
+
+def masked_running_min(x: torch.Tensor, mask: torch.Tensor, window: int) -> torch.Tensor:
+    """``(B, T)``: the minimum of ``x`` within ± ``window // 2`` frames; frames outside ``mask`` never count."""
+    big = torch.finfo(x.dtype).max / 4
+    x = x.masked_fill(~mask, big).unsqueeze(1)
+    return -F.max_pool1d(-x, window, stride=1, padding=window // 2).squeeze(1)
+
+
 def phone_cross_entropy(
     logits: torch.Tensor, phone_ids: torch.Tensor, mask: torch.Tensor, phone_rate: float = 100.0
 ) -> torch.Tensor:
@@ -81,8 +94,7 @@ def phone_cross_entropy(
     times = (
         torch.arange(logits.shape[1], device=logits.device) * AUDIO_HOP + AUDIO_RECEPTIVE_FIELD / 2
     ) / SAMPLING_RATE
-    index = (times * phone_rate).long().clamp(max=phone_ids.shape[1] - 1)
-    targets = phone_ids[:, index].masked_fill(~mask, -100)
+    targets = phones_at(phone_ids, times, phone_rate).masked_fill(~mask, -100)
     if not bool((targets >= 0).any()):
         return logits.sum() * 0.0
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
@@ -99,13 +111,8 @@ def aperture_l1(
     """
     loss = masked_l1(prediction, target, mask)
     if closure_window > 1 and prediction.shape[1] >= closure_window:
-        big = torch.finfo(prediction.dtype).max / 4
-
-        def running_min(x: torch.Tensor) -> torch.Tensor:
-            x = x.masked_fill(~mask, big).unsqueeze(1)
-            return -F.max_pool1d(-x, closure_window, stride=1, padding=closure_window // 2).squeeze(1)
-
-        loss = loss + masked_l1(running_min(prediction), running_min(target), mask)
+        low, target_low = (masked_running_min(x, mask, closure_window) for x in (prediction, target))
+        loss = loss + masked_l1(low, target_low, mask)
     return loss
 
 
@@ -117,8 +124,7 @@ def frame_phone_mask(
     ``phone_ids`` ``(B, L)`` at ``phone_rate`` (as :class:`~emotalk_training.data.LandmarkWindowDataset` gives).
     """
     centres = (torch.arange(num_frames, device=phone_ids.device) + 0.5) / fps
-    index = (centres * phone_rate).long().clamp(max=phone_ids.shape[1] - 1)
-    return torch.isin(phone_ids[:, index], phone_ids_set.to(phone_ids.device))
+    return torch.isin(phones_at(phone_ids, centres, phone_rate), phone_ids_set.to(phone_ids.device))
 
 
 def bilabial_closure_l1(
@@ -135,13 +141,7 @@ def bilabial_closure_l1(
     if not bool(selected.any()):
         return prediction.sum() * 0.0
     if window > 1:
-        big = torch.finfo(prediction.dtype).max / 4
-
-        def running_min(x: torch.Tensor) -> torch.Tensor:
-            x = x.masked_fill(~mask, big).unsqueeze(1)
-            return -F.max_pool1d(-x, window, stride=1, padding=window // 2).squeeze(1)
-
-        prediction, target = running_min(prediction), running_min(target)
+        prediction, target = masked_running_min(prediction, mask, window), masked_running_min(target, mask, window)
     return masked_l1(prediction, target, selected)
 
 
@@ -280,9 +280,11 @@ __all__ = [
     "info_nce",
     "landmark_weights",
     "masked_l1",
+    "masked_running_min",
     "mouth_mask",
     "ms_ssim",
     "phone_cross_entropy",
+    "phones_at",
     "velocity_l1",
     "vertical_lip_gap",
     "weighted_l1",
