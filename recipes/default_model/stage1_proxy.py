@@ -33,12 +33,9 @@ PHOTO_EXPRESSION_MODES = ("keep", "replace")
 
 def load_stage1(folder: str):
     """The ``EmoTalkLandmarkModel`` of a stage-1 folder or of a composite folder."""
-    from modeling_emotalk import EmoTalkLandmarkModel, EmoTalkModel
+    from emotalk_training.utils import load_stage
 
-    config = json.loads((Path(folder) / "config.json").read_text())
-    if config.get("model_type") == "emotalk":
-        return EmoTalkModel.from_pretrained(folder).landmark_model.eval()
-    return EmoTalkLandmarkModel.from_pretrained(folder).eval()
+    return load_stage(folder, "landmark").eval()
 
 
 def predict(pipe, image: np.ndarray, audio: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray]:
