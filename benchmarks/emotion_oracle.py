@@ -14,6 +14,16 @@ each level-3 emotion are scored against their own neutral rendering, as ``emotio
 ``real`` > ``oracle`` is the texture the renderer does not synthesize; ``oracle`` > ``model`` is geometry stage 1
 does not produce. Writes ``oracle.md``, ``oracle.json`` and ``oracle_<actor>.png`` (rows: oracle, model; columns:
 neutral and the six emotions). MEAD is internal media: keep the outputs out of the repository.
+
+**Strength calibration** (``--strength-output FILE``). The landmarks are re-detected on the ``oracle`` and ``model``
+renders too, and each emotion's mean offset from its neutral rendering (brows, eyelids and mouth corners, x and y,
+in crop units) is projected on the real clip's offset: ``ratio = Σ <rendered, real> / Σ |real|²`` over the actors.
+``oracle`` says how much of the real motion the renderer carries, ``model`` how far intensity 1 moves the rendered
+face against MEAD level 3. Stage 1 is close to linear in the emotion weight (``benchmarks/EMOTION.md``), so the
+strength that makes the rendered motion equal level 3's is ``current strength / ratio``, kept within [1, 2] (beyond
+2 the smile turns into a grin and the brows fold on the development portraits), and only where the rendered motion
+goes the real way (pooled cosine ≥ 0.6; elsewhere more of it looks no more like the emotion: 1). FILE gets
+``{"emotion_strength": {...}}`` for ``EmoTalkConfig.emotion_strength``.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from emotalk_common.geometry import apply_affine, fit_similarity
-from emotalk_common.topology import RIGID
+from emotalk_common.topology import LANDMARK_GROUPS, MOUTH_CORNERS, RIGID
 from emotalk_common.video_io import read_frames
 from emotalk_evaluation.expression import COMPARABLE_EMOTIONS, ExpressionClassifier, class_gains, relative_top1
 from emotalk_evaluation.report import to_jsonable
@@ -34,6 +44,11 @@ from emotion_sheet import demo_speech, mead_clips  # the sibling script (benchma
 from modeling_emotalk.face_alignment import to_crop_landmarks
 
 KINDS = ("real", "oracle", "model")
+RENDERED = ("oracle", "model")
+EXPRESSION_POINTS = sorted(set(LANDMARK_GROUPS["brows"]) | set(LANDMARK_GROUPS["eyes"]) | set(MOUTH_CORNERS))
+"""Where an emotion shows in the geometry and speech moves little: brows, eyelids, mouth corners."""
+STRENGTH_RANGE = (1.0, 2.0)
+MIN_COSINE = 0.6
 
 
 def sample_frames(path: Path, count: int) -> np.ndarray:
@@ -92,14 +107,58 @@ def measure_actor(pipe, classifier, paths: dict[str, Path], count: int, audio: n
         driving = aligned_crop_landmarks(pipe.face_processor, real, face)
         frames["oracle"][emotion] = oracle_frames(pipe.model.generator, face, driving)
         frames["model"][emotion] = model_frames(pipe, photo, emotion, audio, count)
+    geometry = expression_geometry(pipe.face_processor, face, frames, emotions)
     gains = {}
     for kind in KINDS:
         probs = {emotion: classifier.probabilities(f, static=True) for emotion, f in frames[kind].items()}
         for emotion in emotions[1:]:
             g = class_gains(probs[emotion], probs["neutral"])
             gains.setdefault(emotion, {})[kind] = {"gain": g[emotion], "relative_top": relative_top1(g)}
-    mids = {kind: [frames[kind][e][count // 2] for e in emotions] for kind in ("oracle", "model")}
-    return gains, mids
+    mids = {kind: [frames[kind][e][count // 2] for e in emotions] for kind in RENDERED}
+    return gains, geometry, mids
+
+
+def expression_geometry(face_processor, face, frames: dict, emotions: list[str]) -> dict:
+    """Per emotion: ``{"real_sq": |real|², kind: <rendered, real>, kind + "_sq": |rendered|²}`` of the mean expression
+    offsets (see module doc)."""
+    means = {
+        kind: {e: aligned_crop_landmarks(face_processor, frames[kind][e], face).mean(0) for e in emotions}
+        for kind in KINDS
+    }
+    offset = {
+        kind: {e: (m[e] - m["neutral"])[EXPRESSION_POINTS, :2] for e in emotions[1:]} for kind, m in means.items()
+    }
+    return {
+        e: {"real_sq": float((offset["real"][e] ** 2).sum())}
+        | {kind: float((offset[kind][e] * offset["real"][e]).sum()) for kind in RENDERED}
+        | {f"{kind}_sq": float((offset[kind][e] ** 2).sum()) for kind in RENDERED}
+        for e in emotions[1:]
+    }
+
+
+def strength_ratios(geometry: dict) -> dict:
+    """``{kind: {emotion: Σ <rendered, real> / Σ |real|²}}`` over the actors, and ``{kind + "_cosine": {emotion: ...}}``
+    (the pooled cosine of the rendered and real offsets: how much of the rendered motion goes the real way)."""
+    emotions = sorted({e for actor in geometry.values() for e in actor})
+    ratios = {}
+    for kind in RENDERED:
+        for e in emotions:
+            cells = [actor[e] for actor in geometry.values() if e in actor]
+            dot, real, rendered = (sum(c[key] for c in cells) for key in (kind, "real_sq", f"{kind}_sq"))
+            ratios.setdefault(kind, {})[e] = dot / max(real, 1e-12)
+            ratios.setdefault(f"{kind}_cosine", {})[e] = dot / max(np.sqrt(real * rendered), 1e-12)
+    return ratios
+
+
+def calibrated_strength(ratios: dict, current: dict[str, float]) -> dict[str, float]:
+    """The strength per emotion that makes the model's rendered motion equal MEAD level 3's (module doc), from
+    :func:`strength_ratios` measured with the ``current`` strengths."""
+    low, high = STRENGTH_RANGE
+    out = {}
+    for emotion, ratio in ratios["model"].items():
+        aligned = ratio > 0 and ratios["model_cosine"][emotion] >= MIN_COSINE
+        out[emotion] = round(float(np.clip(current.get(emotion, 1.0) / ratio, low, high)) if aligned else low, 2)
+    return out
 
 
 def summarize(results: dict) -> dict:
@@ -136,6 +195,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="model folder (default: the pipeline's embedded default)")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/emotion_oracle"))
     parser.add_argument("--frames", type=int, default=16, help="frames scored per clip and kind")
+    parser.add_argument("--strength-output", type=Path, help="write the calibrated emotion_strength JSON here")
     return parser.parse_args(argv)
 
 
@@ -150,18 +210,33 @@ def main(argv: list[str] | None = None) -> int:
     pipe = pipeline("emotional-talking-face", model=args.model or str(emotalk_pipeline.DEFAULT_CHECKPOINT))
     classifier = ExpressionClassifier()
     audio = demo_speech(2.5)
-    results = {}
+    results, geometry = {}, {}
     for actor, paths in mead_clips(args.media).items():
-        results[actor], mids = measure_actor(pipe, classifier, paths, args.frames, audio)
-        rows = [np.concatenate(mids[kind], axis=1) for kind in ("oracle", "model")]
+        results[actor], geometry[actor], mids = measure_actor(pipe, classifier, paths, args.frames, audio)
+        rows = [np.concatenate(mids[kind], axis=1) for kind in RENDERED]
         Image.fromarray(np.concatenate(rows, axis=0)).save(args.output_dir / f"oracle_{actor}.png")
     summary = summarize(results)
-    (args.output_dir / "oracle.md").write_text(markdown(results, summary))
-    (args.output_dir / "oracle.json").write_text(
-        json.dumps(to_jsonable({"results": results, "summary": summary}), indent=2)
-    )
-    print(markdown(results, summary))
+    ratios = strength_ratios(geometry)
+    current = dict(zip(pipe.emotion_labels, pipe.model.config.emotion_strength_vector(), strict=True))
+    strength = calibrated_strength(ratios, current)
+    text = markdown(results, summary) + "\n" + ratio_markdown(ratios, current, strength)
+    (args.output_dir / "oracle.md").write_text(text)
+    report = {"results": results, "summary": summary, "geometry": geometry, "ratios": ratios, "strength": strength}
+    (args.output_dir / "oracle.json").write_text(json.dumps(to_jsonable(report), indent=2))
+    if args.strength_output:
+        args.strength_output.write_text(json.dumps({"emotion_strength": strength}, indent=2) + "\n")
+    print(text)
     return 0
+
+
+def ratio_markdown(ratios: dict, current: dict[str, float], strength: dict[str, float]) -> str:
+    """The rendered-over-real motion ratios and the calibrated strength as a markdown table."""
+    lines = ["| emotion | oracle: rendered / real motion (cosine) | model: rendered / real motion (cosine) | strength now → calibrated |"]  # fmt: skip
+    lines.append("| --- | ---: | ---: | ---: |")
+    for e in ratios["model"]:
+        oracle, model = (f"{ratios[k][e]:.2f} ({ratios[k + '_cosine'][e]:.2f})" for k in RENDERED)
+        lines.append(f"| {e} | {oracle} | {model} | {current.get(e, 1.0):.2f} → {strength[e]:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -2,13 +2,17 @@
 
     python conversion/build_default_checkpoint.py [--output pipeline/checkpoints/emotalk-default] [--seed 0]
         [--landmark-model DIR] [--generator DIR] [--float32-storage]
+        [--emotion-strength strength.json] [--tps-regularization 0.01]
 
 Without trained stage folders this is the seeded untrained composite: stage 1 random (the lips move at
 random), stage 2 zero-initialized (the pure landmark warp of the photo, a sane face). With
 ``--landmark-model`` / ``--generator`` (``save_pretrained`` folders from the training scripts) the trained
 stages replace the untrained ones. The folder holds config.json, model.safetensors and
 preprocessor_config.json only; the package provides the code (``conversion/export_to_hub.py`` makes the
-Hub folder with remote code). Rebuilding deletes the folder's ``provenance.json`` (it describes the weights
+Hub folder with remote code). ``--emotion-strength`` takes the JSON that ``benchmarks/emotion_oracle.py
+--strength-output`` writes (``EmoTalkConfig.emotion_strength``); ``--tps-regularization`` overrides the generator's
+spline smoothing. Both change config.json only: the same weights give the same model.safetensors bytes (one git
+blob). Rebuilding deletes the folder's ``provenance.json`` (it describes the weights
 that were there): write one for the new weights, or the exporter will ask where they come from. The new files
 are written beside the folder and moved in at the end, so an interrupted rebuild leaves the old one whole.
 """
@@ -16,6 +20,7 @@ are written beside the folder and moved in at the end, so an interrupted rebuild
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -51,19 +56,25 @@ def build(
     landmark_model: str | None = None,
     generator: str | None = None,
     half_precision: bool = True,
+    emotion_strength: dict[str, float] | None = None,
+    tps_regularization: float | None = None,
 ) -> Path:
     """Create (or overwrite) the default checkpoint folder (parameters stored in float16 unless told otherwise)."""
     torch.manual_seed(seed)
-    config = EmoTalkConfig()
+    config = EmoTalkConfig(emotion_strength=emotion_strength)
     if landmark_model:
         config.landmark_config = EmoTalkLandmarkModel.from_pretrained(landmark_model).config
     if generator:
         config.generator_config = EmoTalkGenerator.from_pretrained(generator).config
+    if tps_regularization is not None:
+        config.generator_config.tps_regularization = float(tps_regularization)
     model = EmoTalkModel(config).eval()
     if landmark_model:
         model.landmark_model = EmoTalkLandmarkModel.from_pretrained(landmark_model)
     if generator:
-        model.generator = EmoTalkGenerator.from_pretrained(generator)
+        model.generator = EmoTalkGenerator.from_pretrained(
+            generator, tps_regularization=config.generator_config.tps_regularization
+        )
     output.mkdir(parents=True, exist_ok=True)
     # Written beside the folder first and moved in file by file (os.replace), so that a process that has the
     # old model.safetensors memory-mapped keeps reading the old file, never a half-written one.
@@ -97,8 +108,19 @@ def main() -> None:
         action="store_true",
         help="store parameters in float32 (default: float16, loaded as float32)",
     )
+    parser.add_argument("--emotion-strength", type=Path, help='a JSON file {"emotion_strength": {label: value}}')
+    parser.add_argument("--tps-regularization", type=float, help="the generator's spline ridge term")
     args = parser.parse_args()
-    path = build(args.output, args.seed, args.landmark_model, args.generator, half_precision=not args.float32_storage)
+    strength = json.loads(args.emotion_strength.read_text())["emotion_strength"] if args.emotion_strength else None
+    path = build(
+        args.output,
+        args.seed,
+        args.landmark_model,
+        args.generator,
+        half_precision=not args.float32_storage,
+        emotion_strength=strength,
+        tps_regularization=args.tps_regularization,
+    )
     print(f"wrote {path}: {sorted(p.name for p in path.iterdir())}")
 
 

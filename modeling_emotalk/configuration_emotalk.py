@@ -140,7 +140,10 @@ class EmoTalkGeneratorConfig(_StrictConfig):
         heatmap_sigma (`float`): Gaussian radius of a rasterized landmark, in normalized crop units.
         num_fat_blocks (`int`): feature-adaptive transformation blocks at the lowest resolution.
         flow_size (`int`): the dense motion field is evaluated on this grid and upsampled.
-        tps_regularization (`float`): ridge term of the thin-plate-spline fit (smooths duplicate points).
+        tps_regularization (`float`): ridge term of the thin-plate-spline fit. 1e-2 smooths the spline enough that
+            large brow motion (angry, sad at strength 2) does not fold the warp over the upper lids, which an
+            almost interpolating 1e-3 did; on held-out clips the default weights (trained at 1e-3) reconstruct as
+            well at 1e-2 (recipes/default_model/STAGE2.md, "Spline smoothing").
         norm_num_groups (`int`): GroupNorm groups of the plain ResNet blocks (FAT blocks use 32).
         num_landmarks (`int`): 478 MediaPipe points.
 
@@ -160,7 +163,7 @@ class EmoTalkGeneratorConfig(_StrictConfig):
     heatmap_sigma: float = 0.025
     num_fat_blocks: int = 2
     flow_size: int = 64
-    tps_regularization: float = 1e-3
+    tps_regularization: float = 1e-2
     norm_num_groups: int = 8
     num_landmarks: int = 478
 
@@ -191,6 +194,10 @@ class EmoTalkConfig(_StrictConfig):
         generator_config (`EmoTalkGeneratorConfig` or `dict`): stage 2.
         crop_size (`int`): the aligned face crop the pipeline feeds to stage 2.
         max_audio_seconds (`float`): the pipeline refuses longer audio (configurable per call).
+        emotion_strength (`dict[str, float]`, *optional*): per-emotion multiplier of the weights that condition
+            stage 1 at inference (labels not named: 1). Calibrated on real faces through both stages, so that
+            intensity 1 moves the *rendered* face as far as MEAD level 3 does (see
+            `benchmarks/emotion_strength.py`); stage-1 training leaves it out.
 
     Example:
 
@@ -206,6 +213,21 @@ class EmoTalkConfig(_StrictConfig):
     generator_config: dict | PreTrainedConfig | None = None
     crop_size: int = 256
     max_audio_seconds: float = 600.0
+    emotion_strength: dict[str, float] | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        labels = tuple(self.landmark_config.emotion_labels)
+        for label, value in (self.emotion_strength or {}).items():
+            if label not in labels:
+                raise ValueError(f"emotion_strength: unknown emotion {label!r}; the labels are {', '.join(labels)}")
+            if not isinstance(value, int | float) or not 0 <= value <= 10:
+                raise ValueError(f"emotion_strength[{label!r}] must be a number in [0, 10], got {value!r}")
+
+    def emotion_strength_vector(self) -> list[float]:
+        """:attr:`emotion_strength` in label order (1 for labels it does not name)."""
+        strength = self.emotion_strength or {}
+        return [float(strength.get(label, 1.0)) for label in self.landmark_config.emotion_labels]
 
 
 __all__ = ["EMOTIONS", "FAT_NORM_GROUPS", "EmoTalkConfig", "EmoTalkGeneratorConfig", "EmoTalkLandmarkConfig"]

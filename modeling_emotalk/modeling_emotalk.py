@@ -141,6 +141,9 @@ class EmoTalkModel(PreTrainedModel):
             num_frames = int(num_video_frames(valid, fps))
         emotion = _per_frame(_to_device(emotion, self.device), num_frames)
         intensity = _per_frame(_to_device(intensity, self.device), num_frames, ndim=2)
+        strength = None
+        if self.config.emotion_strength:
+            strength = torch.tensor(self.config.emotion_strength_vector(), device=self.device, dtype=self.dtype)
 
         def stage1(start: int, end: int, first: int, last: int) -> EmoTalkLandmarkOutput:
             mask = None if attention_mask is None else attention_mask[:, first:last]
@@ -152,6 +155,7 @@ class EmoTalkModel(PreTrainedModel):
                 intensity=_frames(intensity, start, end, 2),
                 num_frames=end - start,
                 fps=fps,
+                emotion_strength=strength,
             )
 
         window = num_frames if window_seconds is None else max(1, round(window_seconds * fps))

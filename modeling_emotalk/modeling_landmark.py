@@ -242,6 +242,7 @@ class EmoTalkLandmarkModel(EmoTalkLandmarkPreTrainedModel):
         num_frames: int | None = None,
         fps: float | None = None,
         reference_frame: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        emotion_strength: torch.Tensor | None = None,
         return_dict: bool = True,
         **kwargs,
     ) -> EmoTalkLandmarkOutput | tuple:
@@ -258,6 +259,9 @@ class EmoTalkLandmarkModel(EmoTalkLandmarkPreTrainedModel):
             fps: video frame rate (default ``config.fps``).
             reference_frame: ``(scale, rotation, translation)`` of the reference in crop space; when given,
                 ``landmarks`` (crop space) is returned as well.
+            emotion_strength: ``(E,)`` per-emotion multipliers of the weights that condition the decoder (the
+                composite's calibration, ``EmoTalkConfig.emotion_strength``); ``None``: 1, as in training, which fits
+                intensity 1 to MEAD level 3. ``emotion_weights`` in the output stay the unscaled weights.
         """
         fps = float(fps or self.config.fps)
         if input_values.ndim != 2:
@@ -272,7 +276,8 @@ class EmoTalkLandmarkModel(EmoTalkLandmarkPreTrainedModel):
         features, audio_mask = self.encode_audio(input_values, attention_mask)
         emotion_embedding, emotion_logits = self.predict_emotion(features, audio_mask)
         weights = self.emotion_weights(emotion, intensity, emotion_logits, num_frames)
-        emotion_condition = weights @ self.emotion_embeddings  # (B, T, H)
+        strong = weights if emotion_strength is None else weights * emotion_strength.to(weights)
+        emotion_condition = strong @ self.emotion_embeddings  # (B, T, H)
 
         memory = self.audio_projection(features)  # (B, S, H)
         # Times, positions and attention biases in at least float32: bf16 cannot tell 10.00 s from 10.05 s.

@@ -480,7 +480,7 @@ def test_output_of_the_import_exports(tiny_composite, tmp_path):
 def test_an_interrupted_rebuild_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):
     """The new folder is staged beside the old one and moved in at the end: a failure midway changes nothing."""
     tiny = EmoTalkConfig(landmark_config=tiny_landmark_config(), generator_config=tiny_generator_config())
-    monkeypatch.setattr(build_default_checkpoint, "EmoTalkConfig", lambda: tiny)
+    monkeypatch.setattr(build_default_checkpoint, "EmoTalkConfig", lambda **kwargs: tiny)
     folder = build_default_checkpoint.build(tmp_path / "default", seed=0)
     (folder / "provenance.json").write_text("{}")  # describes the old weights
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -509,7 +509,7 @@ def test_an_interrupted_rebuild_leaves_the_old_checkpoint_whole(tmp_path, monkey
 
 def test_default_checkpoint_stores_parameters_in_half_precision_and_loads_float32(tmp_path, monkeypatch):
     tiny = EmoTalkConfig(landmark_config=tiny_landmark_config(), generator_config=tiny_generator_config())
-    monkeypatch.setattr(build_default_checkpoint, "EmoTalkConfig", lambda: tiny)
+    monkeypatch.setattr(build_default_checkpoint, "EmoTalkConfig", lambda **kwargs: tiny)
     half = build_default_checkpoint.build(tmp_path / "half", seed=0)
     full = build_default_checkpoint.build(tmp_path / "full", seed=0, half_precision=False)
     stored, reference = load_file(half / "model.safetensors"), load_file(full / "model.safetensors")
@@ -523,3 +523,21 @@ def test_default_checkpoint_stores_parameters_in_half_precision_and_loads_float3
             assert torch.equal(stored[name], tensor), name
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}
     assert (half / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+
+
+def test_calibration_options_change_the_config_and_not_the_weights(tmp_path, monkeypatch):
+    tiny = EmoTalkConfig(landmark_config=tiny_landmark_config(), generator_config=tiny_generator_config())
+    monkeypatch.setattr(
+        build_default_checkpoint, "EmoTalkConfig", lambda **kwargs: EmoTalkConfig(**{**tiny.to_dict(), **kwargs})
+    )
+    plain = build_default_checkpoint.build(tmp_path / "plain", seed=0)
+    tuned = build_default_checkpoint.build(
+        tmp_path / "tuned", seed=0, emotion_strength={"angry": 1.5}, tps_regularization=0.02
+    )
+    config = EmoTalkConfig.from_pretrained(tuned)
+    assert config.emotion_strength == {"angry": 1.5} and config.generator_config.tps_regularization == 0.02
+    assert EmoTalkModel.from_pretrained(tuned).generator.config.tps_regularization == 0.02
+    # the same weights give the same bytes: a config-only rebuild adds no new weights blob to git history
+    assert (plain / "model.safetensors").read_bytes() == (tuned / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="unknown emotion 'joy'"):
+        build_default_checkpoint.build(tmp_path / "bad", emotion_strength={"joy": 2.0})

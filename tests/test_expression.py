@@ -204,3 +204,35 @@ def test_sheet_cell_without_a_face_is_marked(sheet_module):
     cell = sheet_module.score("p", "happy", np.full((3, 7), np.nan), neutral)
     assert cell.gain is None and cell.frames_with_face == 0.0
     assert sheet_module.caption(cell) == ("happy", "no face found")
+
+
+@pytest.fixture(scope="module")
+def oracle_module(sheet_module):
+    """benchmarks/emotion_oracle.py (it imports its sibling emotion_sheet, which ``sheet_module`` registered)."""
+    spec = importlib.util.spec_from_file_location("emotion_oracle", BENCHMARK.parent / "emotion_oracle.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_strength_calibration_pools_actors_and_leaves_misdirected_motion_alone(oracle_module):
+    # two actors; per emotion <rendered, real>, |real|² and |rendered|² of the mean expression offsets
+    geometry = {
+        "A": {
+            "angry": {"real_sq": 4.0, "model": 1.0, "model_sq": 0.3, "oracle": 3.6, "oracle_sq": 3.4},
+            "sad": {"real_sq": 1.0, "model": 0.1, "model_sq": 1.0, "oracle": 1.0, "oracle_sq": 1.0},
+        },
+        "B": {
+            "angry": {"real_sq": 4.0, "model": 1.4, "model_sq": 0.5, "oracle": 3.6, "oracle_sq": 3.4},
+            "sad": {"real_sq": 1.0, "model": 0.1, "model_sq": 1.0, "oracle": 1.0, "oracle_sq": 1.0},
+        },
+    }
+    ratios = oracle_module.strength_ratios(geometry)
+    assert ratios["model"]["angry"] == pytest.approx(2.4 / 8.0)
+    assert ratios["model_cosine"]["angry"] == pytest.approx(2.4 / np.sqrt(8.0 * 0.8))
+    assert ratios["oracle"]["angry"] == pytest.approx(0.9)
+    # angry: 1.25 / 0.3 = 4.2, capped at 2; sad goes elsewhere (cosine 0.1): left at 1 whatever its ratio
+    strength = oracle_module.calibrated_strength(ratios, {"angry": 1.25, "sad": 1.5})
+    assert strength == {"angry": 2.0, "sad": 1.0}
+    ratios["model"]["angry"] = 0.8
+    assert oracle_module.calibrated_strength(ratios, {"angry": 1.25})["angry"] == pytest.approx(1.56)

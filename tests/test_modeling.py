@@ -193,6 +193,41 @@ def test_emotion_labels_schedules_and_blends(reference):
     assert (blended.expression - happy.expression).abs().max() > 1e-4
 
 
+def test_composite_emotion_strength_scales_the_emotion_condition_not_the_reported_weights(face_crop):
+    torch.manual_seed(0)
+    plain = EmoTalkModel(tiny_config()).eval()
+    with torch.no_grad():
+        plain.landmark_model.emotion_coefficients.weight.normal_(0, 0.5)  # emotion moves the landmarks
+    config = tiny_config()
+    config.emotion_strength = {"angry": 2.0}
+    strong = EmoTalkModel(config).eval()
+    strong.load_state_dict(plain.state_dict())
+    audio = torch.randn(1, 8000) * 0.1
+    source = torch.from_numpy(face_crop[1])[None]
+    angry, happy = (torch.tensor([EMOTIONS.index(e)]) for e in ("angry", "happy"))
+    with torch.no_grad():
+        run = lambda model, emotion, k: model.predict_landmarks(audio, source, emotion=emotion, intensity=k)  # noqa: E731
+        doubled, twice = run(strong, angry, 0.5), run(plain, angry, 1.0)
+        once = run(plain, angry, 0.5)
+        untouched, reference_happy = run(strong, happy, 1.0), run(plain, happy, 1.0)
+    # angry at intensity 0.5 with strength 2 is angry at intensity 1 without; other emotions are unchanged
+    torch.testing.assert_close(doubled.expression, twice.expression)
+    assert (doubled.expression - once.expression).abs().max() > 1e-3
+    torch.testing.assert_close(untouched.expression, reference_happy.expression)
+    # the output reports what was asked (label × intensity), not the calibration
+    torch.testing.assert_close(doubled.emotion_weights, once.emotion_weights)
+    assert EmoTalkConfig.from_dict(config.to_dict()).emotion_strength_vector()[EMOTIONS.index("angry")] == 2.0
+
+
+@pytest.mark.parametrize(
+    "strength, match",
+    [({"angy": 2.0}, "unknown emotion 'angy'"), ({"sad": -1.0}, r"number in \[0, 10\]"), ({"sad": "x"}, "number")],
+)
+def test_bad_emotion_strength_is_refused(strength, match):
+    with pytest.raises(ValueError, match=match):
+        EmoTalkConfig(emotion_strength=strength)
+
+
 def test_invalid_emotion_inputs_raise_clear_errors(reference):
     model = EmoTalkLandmarkModel(tiny_landmark_config()).eval()
     audio = torch.randn(1, 4000) * 0.1
@@ -234,6 +269,36 @@ def test_tps_interpolates_control_points():
     from modeling_emotalk.warp import evaluate_tps
 
     torch.testing.assert_close(evaluate_tps(coefficients, control, control), values, atol=1e-3, rtol=0)
+
+
+def folded_fraction(grid: torch.Tensor, rows: slice) -> float:
+    """The share of a backward grid ``(S, S, 2)``'s pixels in ``rows`` where it folds (Jacobian determinant ≤ 0)."""
+    g = grid.double()
+    along_x, along_y = g[:-1, 1:] - g[:-1, :-1], g[1:, :-1] - g[:-1, :-1]
+    det = along_x[..., 0] * along_y[..., 1] - along_x[..., 1] * along_y[..., 0]
+    return float((det[rows] <= 0).double().mean())
+
+
+def test_default_spline_ridge_does_not_fold_brows_pulled_onto_the_eyes(face_crop):
+    """Strong brow motion (angry, sad at twice intensity 1) crowds the brows' lower contour onto the upper lids. An
+    almost interpolating spline (ridge 1e-3, the old default) then folds the warp above the eyes (zig-zag brows on
+    the frames); the default ridge keeps every pixel above the nose tip unfolded. (Folds at the lips are expected:
+    a closing mouth squeezes the photo's open mouth to nothing.)"""
+    from emotalk_common.topology import LEFT_EYE_UPPER, LEFT_EYEBROW, NOSE_TIP, RIGHT_EYE_UPPER, RIGHT_EYEBROW
+
+    ridge = EmoTalkGeneratorConfig().tps_regularization
+    assert ridge == 1e-2
+    source = torch.from_numpy(face_crop[1])[None]
+    control = EmoTalkGenerator(tiny_generator_config()).control_index
+    driving = source.clone()
+    for brow, lid in ((RIGHT_EYEBROW, RIGHT_EYE_UPPER), (LEFT_EYEBROW, LEFT_EYE_UPPER)):
+        lower = list(brow[5:])  # MediaPipe lists each brow's upper contour, then its lower one
+        gap = source[0, list(lid), 1].mean() - source[0, lower, 1].mean()
+        driving[0, lower, 1] += 0.9 * gap
+    rows = slice(0, int((face_crop[1][list(NOSE_TIP), 1].mean() + 1) / 2 * 256))
+    folded = {r: folded_fraction(landmark_flow(source[:, control], driving[:, control], 256, 64, r)[0], rows) for r in (1e-3, ridge)}  # fmt: skip
+    assert folded[1e-3] > 0, folded  # the failure the ridge is there for
+    assert folded[ridge] == 0, folded
 
 
 # --------------------------------------------------------------------------------------------- stage 2
