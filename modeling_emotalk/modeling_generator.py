@@ -291,6 +291,13 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         self.to_output._zero_init = True
         self.post_init()
 
+    def spline_ridge(self) -> torch.Tensor:
+        """``(N,)`` the spline's ridge per control point (config ``tps_regularization``, ``tps_eyelid_regularization``)."""
+        config = self.config
+        eyelid = torch.isin(self.control_index.cpu(), torch.tensor(LANDMARK_GROUPS["eyes"]))
+        ridge = torch.full(eyelid.shape, config.tps_regularization, dtype=torch.float64)
+        return ridge.masked_fill(eyelid, config.tps_eyelid_regularization)
+
     def set_conv_precision(self, precision: str = "auto") -> EmoTalkGenerator:
         """Set the precision of the per-frame 3×3 convolutions (the bulk of a frame's cost); returns ``self``.
 
@@ -382,7 +389,7 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             size,
             (size, *(feature.shape[-1] for feature in source.features)),
             self.config.flow_size,
-            self.config.tps_regularization,
+            self.spline_ridge(),
         )
 
         heatmaps = rasterize_landmarks(

@@ -25,20 +25,22 @@ def _tps_kernel(squared_distance: torch.Tensor) -> torch.Tensor:
     return squared_distance * torch.log(squared_distance.clamp_min(1e-12))
 
 
-def fit_tps(control: torch.Tensor, targets: torch.Tensor, regularization: float = 1e-3) -> torch.Tensor:
+def fit_tps(control: torch.Tensor, targets: torch.Tensor, regularization: float | torch.Tensor = 1e-3) -> torch.Tensor:
     """Fit a thin-plate spline ``f`` with ``f(control_i) ≈ targets_i``.
 
     Args:
         control: ``(B, N, 2)`` points where the spline is anchored (the driving landmarks).
         targets: ``(B, N, D)`` values there (the matching source landmarks).
-        regularization: ridge term; makes duplicate or near-duplicate control points harmless.
+        regularization: ridge term, one for all points or ``(N,)`` per point: the larger, the less exactly the
+            spline passes through that point and the smoother it is around it; makes near-duplicate points harmless.
 
     Returns:
         ``(B, N + 3, D)`` coefficients: N kernel weights, then the affine part (1, x, y).
     """
     batch, num_points, _ = control.shape
     kernel = _tps_kernel(torch.cdist(control, control).square())
-    kernel = kernel + regularization * torch.eye(num_points, device=control.device, dtype=control.dtype)
+    ridge = torch.as_tensor(regularization, device=control.device, dtype=control.dtype).expand(num_points)
+    kernel = kernel + torch.diag(ridge)
     affine = torch.cat([torch.ones_like(control[..., :1]), control], dim=-1)  # (B, N, 3)
     top = torch.cat([kernel, affine], dim=-1)
     bottom = torch.cat([affine.transpose(1, 2), control.new_zeros(batch, 3, 3)], dim=-1)
@@ -104,7 +106,7 @@ def landmark_flows(
     size: int,
     sizes: tuple[int, ...] | list[int],
     flow_size: int = 64,
-    regularization: float = 1e-3,
+    regularization: float | torch.Tensor = 1e-3,
 ) -> list[torch.Tensor]:
     """:func:`landmark_flow` at ``size`` resized to each of ``sizes`` — ``[resize_grid(landmark_flow(...), s)]`` —
     from one spline fit: every resize is linear, so each grid is two small matrix products on the coarse flow.
@@ -130,7 +132,7 @@ def landmark_flow(
     driving_landmarks: torch.Tensor,
     size: int,
     flow_size: int = 64,
-    regularization: float = 1e-3,
+    regularization: float | torch.Tensor = 1e-3,
 ) -> torch.Tensor:
     """Backward sampling grid ``(B, size, size, 2)``: where each driving-frame pixel comes from in the source.
 

