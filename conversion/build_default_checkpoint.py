@@ -2,7 +2,7 @@
 
     python conversion/build_default_checkpoint.py [--output pipeline/checkpoints/emotalk-default] [--seed 0]
         [--landmark-model DIR] [--generator DIR] [--float32-storage]
-        [--emotion-strength strength.json] [--tps-regularization 0.01]
+        [--emotion-strength strength.json] [--tps-regularization 0.01] [--composite DIR]
 
 Without trained stage folders this is the seeded untrained composite: stage 1 random (the lips move at
 random), stage 2 zero-initialized (the pure landmark warp of the photo, a sane face). With
@@ -10,9 +10,10 @@ random), stage 2 zero-initialized (the pure landmark warp of the photo, a sane f
 stages replace the untrained ones. The folder holds config.json, model.safetensors and
 preprocessor_config.json only; the package provides the code (``conversion/export_to_hub.py`` makes the
 Hub folder with remote code). ``--emotion-strength`` takes the JSON that ``benchmarks/emotion_oracle.py
---strength-output`` writes (``EmoTalkConfig.emotion_strength``); ``--tps-regularization`` overrides the generator's
-spline smoothing. Both change config.json only: the same weights give the same model.safetensors bytes (one git
-blob). Rebuilding deletes the folder's ``provenance.json`` (it describes the weights
+--strength-output`` writes (``EmoTalkConfig.emotion_strength``), ``--tps-regularization`` overrides the generator's
+spline smoothing, and ``--composite DIR`` takes the stages of an existing EmoTalk folder (the current default, to
+recalibrate it in place). A rebuild that only changes the config writes the same model.safetensors bytes (one git
+blob, no growth of the history). Rebuilding deletes the folder's ``provenance.json`` (it describes the weights
 that were there): write one for the new weights, or the exporter will ask where they come from. The new files
 are written beside the folder and moved in at the end, so an interrupted rebuild leaves the old one whole.
 """
@@ -58,23 +59,36 @@ def build(
     half_precision: bool = True,
     emotion_strength: dict[str, float] | None = None,
     tps_regularization: float | None = None,
+    composite: str | None = None,
 ) -> Path:
-    """Create (or overwrite) the default checkpoint folder (parameters stored in float16 unless told otherwise)."""
+    """Create (or overwrite) the default checkpoint folder (parameters stored in float16 unless told otherwise).
+
+    The stages come from ``landmark_model`` / ``generator`` (``save_pretrained`` folders), else from ``composite``
+    (an EmoTalk folder, e.g. the current default, whose ``emotion_strength`` is kept unless one is given), else
+    they are the seeded untrained ones.
+    """
     torch.manual_seed(seed)
+    base = EmoTalkModel.from_pretrained(composite) if composite else None
+    landmark = (
+        EmoTalkLandmarkModel.from_pretrained(landmark_model)
+        if landmark_model
+        else getattr(base, "landmark_model", None)
+    )
+    renderer = EmoTalkGenerator.from_pretrained(generator) if generator else getattr(base, "generator", None)
+    if emotion_strength is None and base is not None:
+        emotion_strength = base.config.emotion_strength
     config = EmoTalkConfig(emotion_strength=emotion_strength)
-    if landmark_model:
-        config.landmark_config = EmoTalkLandmarkModel.from_pretrained(landmark_model).config
-    if generator:
-        config.generator_config = EmoTalkGenerator.from_pretrained(generator).config
+    if landmark is not None:
+        config.landmark_config = landmark.config
+    if renderer is not None:
+        config.generator_config = renderer.config  # the same object: the override below reaches the module too
     if tps_regularization is not None:
         config.generator_config.tps_regularization = float(tps_regularization)
     model = EmoTalkModel(config).eval()
-    if landmark_model:
-        model.landmark_model = EmoTalkLandmarkModel.from_pretrained(landmark_model)
-    if generator:
-        model.generator = EmoTalkGenerator.from_pretrained(
-            generator, tps_regularization=config.generator_config.tps_regularization
-        )
+    if landmark is not None:
+        model.landmark_model = landmark
+    if renderer is not None:
+        model.generator = renderer
     output.mkdir(parents=True, exist_ok=True)
     # Written beside the folder first and moved in file by file (os.replace), so that a process that has the
     # old model.safetensors memory-mapped keeps reading the old file, never a half-written one.
@@ -103,6 +117,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--landmark-model", default=None, help="a trained stage-1 save_pretrained folder")
     parser.add_argument("--generator", default=None, help="a trained stage-2 save_pretrained folder")
+    parser.add_argument("--composite", default=None, help="take the stages (not given above) from this EmoTalk folder")
     parser.add_argument(
         "--float32-storage",
         action="store_true",
@@ -120,6 +135,7 @@ def main() -> None:
         half_precision=not args.float32_storage,
         emotion_strength=strength,
         tps_regularization=args.tps_regularization,
+        composite=args.composite,
     )
     print(f"wrote {path}: {sorted(p.name for p in path.iterdir())}")
 

@@ -141,12 +141,13 @@ class EmoTalkGeneratorConfig(_StrictConfig):
         num_fat_blocks (`int`): feature-adaptive transformation blocks at the lowest resolution.
         flow_size (`int`): the dense motion field is evaluated on this grid and upsampled.
         tps_regularization (`float`): ridge term of the thin-plate-spline fit at every control point but the
-            eyelids'. 1e-2 smooths the spline enough that large brow motion (angry or sad at twice intensity 1) does
-            not draw a zig-zag of duplicated brows over the upper lids, which an almost interpolating 1e-3 did.
-        tps_eyelid_regularization (`float`): the ridge at the eyelid points: 1e-3, so that blinks close the lids
-            (smoothed like the rest, a blink's peak still shows the iris). On held-out clips the default weights
-            (trained at 1e-3 everywhere) reconstruct as well with these two (recipes/default_model/STAGE2.md,
-            "Spline smoothing").
+            eyelids' and lips'. 1e-2 smooths the spline enough that large brow motion (angry or sad at twice
+            intensity 1) does not draw a zig-zag of duplicated brows over the upper lids, which an almost
+            interpolating 1e-3 did.
+        tps_contact_regularization (`float`): the ridge at the eyelid and lip points, the contours that close:
+            1e-3, so that blinks and lip closures are followed exactly (smoothed like the rest, a blink's peak still
+            shows the iris and the lips close less). On held-out clips the default weights (trained at 1e-3
+            everywhere) reconstruct as well with these two (recipes/default_model/STAGE2.md, "Spline smoothing").
         norm_num_groups (`int`): GroupNorm groups of the plain ResNet blocks (FAT blocks use 32).
         num_landmarks (`int`): 478 MediaPipe points.
 
@@ -167,7 +168,7 @@ class EmoTalkGeneratorConfig(_StrictConfig):
     num_fat_blocks: int = 2
     flow_size: int = 64
     tps_regularization: float = 1e-2
-    tps_eyelid_regularization: float = 1e-3
+    tps_contact_regularization: float = 1e-3
     norm_num_groups: int = 8
     num_landmarks: int = 478
 

@@ -237,6 +237,10 @@ class ReferenceFusion(nn.Module):
         return (weights * warped).sum(dim=1), weights[:, :, 0]
 
 
+CONTACT_POINTS = sorted({*LANDMARK_GROUPS["eyes"], *LANDMARK_GROUPS["lips_outer"], *LANDMARK_GROUPS["lips_inner"]})
+"""The eyelid and lip contour points: where contours meet (blinks, closures), the spline must follow them exactly."""
+
+
 class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
     """The FAT generator: references + driving landmarks → frames."""
 
@@ -292,11 +296,13 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         self.post_init()
 
     def spline_ridge(self) -> torch.Tensor:
-        """``(N,)`` the spline's ridge per control point (config ``tps_regularization``, ``tps_eyelid_regularization``)."""
+        """``(N,)`` the spline's ridge per control point: ``tps_contact_regularization`` at the eyelids and lips (the
+        contours that close), ``tps_regularization`` elsewhere."""
         config = self.config
-        eyelid = torch.isin(self.control_index.cpu(), torch.tensor(LANDMARK_GROUPS["eyes"]))
-        ridge = torch.full(eyelid.shape, config.tps_regularization, dtype=torch.float64)
-        return ridge.masked_fill(eyelid, config.tps_eyelid_regularization)
+        contacts = torch.tensor(CONTACT_POINTS)
+        contact = torch.isin(self.control_index.cpu(), contacts)
+        ridge = torch.full(contact.shape, config.tps_regularization, dtype=torch.float64)
+        return ridge.masked_fill(contact, config.tps_contact_regularization)
 
     def set_conv_precision(self, precision: str = "auto") -> EmoTalkGenerator:
         """Set the precision of the per-frame 3×3 convolutions (the bulk of a frame's cost); returns ``self``.

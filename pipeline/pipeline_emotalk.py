@@ -207,7 +207,8 @@ class EmotionalTalkingFacePipeline(Pipeline):
             emotion: a label (neutral, angry, contempt, disgusted, fear, happy, sad, surprised), "auto"
                 (heard in the voice), a blend ``{"happy": 0.7, "surprised": 0.3}`` or a schedule
                 ``[(0.0, "neutral"), (2.5, "happy")]``. Default "neutral".
-            intensity: emotion strength in [0, 1]. Default 1.0.
+            intensity: emotion strength in [0, 1]. Default 1.0: the model's calibrated strength (its config's
+                ``emotion_strength``: how far MEAD actors move at their strongest level, where that was measurable).
             pose: "natural" (model + seeded sway), "still" (no head motion) or a scale of "natural" in [0, 3].
             photo_expression: "replace" (default: the photo's own expression, e.g. a smile, is removed so that
                 the requested emotion replaces it) or "keep" (the emotion is added to the photo's expression).

@@ -287,7 +287,7 @@ def test_default_spline_ridge_does_not_fold_brows_pulled_onto_the_eyes(face_crop
     from emotalk_common.topology import LEFT_EYE_UPPER, LEFT_EYEBROW, NOSE_TIP, RIGHT_EYE_UPPER, RIGHT_EYEBROW
 
     generator = EmoTalkGenerator(tiny_generator_config())
-    assert (generator.config.tps_regularization, generator.config.tps_eyelid_regularization) == (1e-2, 1e-3)
+    assert (generator.config.tps_regularization, generator.config.tps_contact_regularization) == (1e-2, 1e-3)
     source = torch.from_numpy(face_crop[1])[None]
     control = generator.control_index
     driving = source.clone()
@@ -304,26 +304,41 @@ def test_default_spline_ridge_does_not_fold_brows_pulled_onto_the_eyes(face_crop
     assert folded["default"] == 0, folded
 
 
-def test_eyelids_keep_an_almost_interpolating_ridge_so_blinks_close(face_crop):
-    """Smoothing the eyelids like the rest (1e-2) leaves a blink's peak open (the iris shows): at a 90 % closed eye
-    the spline misses the upper-lid points by more than with the default's exact eyelid ridge."""
-    from emotalk_common.topology import LEFT_EYE_LOWER, LEFT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER
+@pytest.mark.parametrize("contour", ["eyes", "lips"])
+def test_closing_contours_keep_an_almost_interpolating_ridge(face_crop, contour):
+    """Smoothed like the rest (1e-2), a blink's peak stays open (the iris shows) and a bilabial closure stops short:
+    with a 90 % closed eye or mouth the spline misses the upper contour's targets by more than with the default's
+    exact ridge at the eyelids and lips."""
+    from emotalk_common.topology import (
+        LEFT_EYE_LOWER,
+        LEFT_EYE_UPPER,
+        LIPS_INNER_LOWER,
+        LIPS_INNER_UPPER,
+        RIGHT_EYE_LOWER,
+        RIGHT_EYE_UPPER,
+    )
 
     from modeling_emotalk.warp import evaluate_tps
 
+    pairs = {
+        "eyes": ((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER), (LEFT_EYE_UPPER, LEFT_EYE_LOWER)),
+        "lips": ((LIPS_INNER_UPPER[1:-1], LIPS_INNER_LOWER[1:-1]),),  # the corners are shared
+    }[contour]
     generator = EmoTalkGenerator(tiny_generator_config())
     control = generator.control_index
     source = torch.from_numpy(face_crop[1])[None]
     driving = source.clone()
-    for upper, lower in ((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER), (LEFT_EYE_UPPER, LEFT_EYE_LOWER)):
+    for upper, lower in pairs:
         driving[0, list(upper), 1] = 0.9 * source[0, list(lower), 1] + 0.1 * source[0, list(upper), 1]
-    lids = [i for i, c in enumerate(control.tolist()) if c in set(RIGHT_EYE_UPPER + LEFT_EYE_UPPER)]
+    uppers = {i for upper, _ in pairs for i in upper}
+    moved = [i for i, c in enumerate(control.tolist()) if c in uppers]
     at, wanted = driving[:, control, :2], source[:, control, :2] - driving[:, control, :2]
 
-    def miss(ridge) -> float:  # mean distance, in pixels of a 256² crop, from the upper-lid targets
-        return float((evaluate_tps(fit_tps(at, wanted, ridge), at, at) - wanted)[0, lids].norm(dim=-1).mean() * 128)
+    def miss(ridge) -> float:  # mean distance, in pixels of a 256² crop, from the upper contour's targets
+        return float((evaluate_tps(fit_tps(at, wanted, ridge), at, at) - wanted)[0, moved].norm(dim=-1).mean() * 128)
 
-    assert miss(generator.spline_ridge()) < 0.8 * miss(1e-2), (miss(generator.spline_ridge()), miss(1e-2))
+    exact, smooth = miss(generator.spline_ridge()), miss(1e-2)
+    assert exact < 0.8 * smooth, (exact, smooth)
 
 
 # --------------------------------------------------------------------------------------------- stage 2
