@@ -352,7 +352,9 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         f0 = self.encoder0(h, None)
         f1 = self.encoder1(self.down1(f0), None)
         f2 = self.encoder2(self.down2(f1), None)
-        features = tuple(f.unflatten(0, (batch, refs)) for f in (f1, f2))
+        # stored channels-last: every frame's warps (grid_sample) read them ~25 % faster than NCHW, with the same
+        # values, and the fused features feed the channels-last FAT blocks (~4.5 % of a frame at batch 8)
+        features = tuple(f.contiguous(memory_format=CHANNELS_LAST).unflatten(0, (batch, refs)) for f in (f1, f2))
         return SourceFeatures(pixel_values=pixel_values, features=features, landmarks=landmarks)
 
     def forward(
