@@ -295,9 +295,25 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         self.to_output._zero_init = True
         self.post_init()
 
+    def border_points(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``(M, 2)`` the spline's fixed points on the crop border: ``tps_border_points`` per side, corners shared."""
+        count = self.config.tps_border_points
+        if count == 0:
+            return torch.zeros(0, 2, dtype=dtype)
+        edge = torch.linspace(-1, 1, count, dtype=dtype)
+        inner, low, high = edge[1:-1], torch.full((count,), -1.0, dtype=dtype), torch.full((count,), 1.0, dtype=dtype)
+        return torch.cat(
+            [
+                torch.stack([edge, low], 1),  # top row
+                torch.stack([edge, high], 1),  # bottom row
+                torch.stack([low[1:-1], inner], 1),  # left column without the corners
+                torch.stack([high[1:-1], inner], 1),  # right column
+            ]
+        )
+
     def spline_ridge(self) -> torch.Tensor:
-        """``(N,)`` the spline's ridge per control point: ``tps_contact_regularization`` at the eyelids and lips (the
-        contours that close), ``tps_regularization`` elsewhere."""
+        """``(N,)`` the spline's ridge per landmark control point: ``tps_contact_regularization`` at the eyelids and lips
+        (the contours that close), ``tps_regularization`` elsewhere (and at the border points, see :meth:`border_points`)."""
         config = self.config
         contacts = torch.tensor(CONTACT_POINTS)
         contact = torch.isin(self.control_index.cpu(), contacts)
@@ -389,15 +405,18 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         size = self.config.image_size
         driving = driving_landmarks.to(source.landmarks.dtype)
         control = self.control_index
-        source_control = source.landmarks[..., control, :].expand(batch, -1, -1, -1).flatten(0, 1)
+        source_control = source.landmarks[..., control, :2].expand(batch, -1, -1, -1).flatten(0, 1)
+        driving_control = driving[:, control, :2].repeat_interleave(refs, dim=0)
+        border = self.border_points(source_control.dtype).to(source_control.device)
+        border = border.expand(len(source_control), -1, -1)  # fixed: the same in source and driving
         # the backward grids at the image size and at each feature level, (B*K, s, s, 2), from one spline fit
         grid, *feature_grids = landmark_flows(
-            source_control,
-            driving[:, control].repeat_interleave(refs, dim=0),
+            torch.cat([source_control, border], 1),
+            torch.cat([driving_control, border], 1),
             size,
             (size, *(feature.shape[-1] for feature in source.features)),
             self.config.flow_size,
-            self.spline_ridge(),
+            torch.cat([self.spline_ridge(), torch.full((border.shape[1],), self.config.tps_regularization).double()]),
         )
 
         heatmaps = rasterize_landmarks(

@@ -92,12 +92,14 @@ def reference_forward(model: EmoTalkGenerator, pixels, source_landmarks, driving
         return x.expand(batch, *x.shape[1:]).flatten(0, 1)
 
     control = model.control_index
+    border = model.border_points().expand(batch * refs, -1, -1)  # fixed points: settings, not part of the speed work
+    ridge = torch.cat([model.spline_ridge(), torch.full((border.shape[1],), config.tps_regularization).double()])
     grid = dense_flow(
-        per_frame(source.landmarks[..., control, :]),
-        driving[:, control].repeat_interleave(refs, dim=0),
+        torch.cat([per_frame(source.landmarks[..., control, :2]), border], 1),
+        torch.cat([driving[:, control, :2].repeat_interleave(refs, dim=0), border], 1),
         config.image_size,
         config.flow_size,
-        model.spline_ridge(),  # the per-point ridge is a setting, not part of the speed work
+        ridge,
     )
     heatmaps = dense_heatmaps(driving, model.landmark_groups, config.heatmap_size, config.heatmap_sigma)
     condition64 = model.landmark_in(heatmaps)
@@ -302,7 +304,7 @@ def test_motion_from_outside_the_crop_is_mirrored_not_streaked():
     torch.manual_seed(0)
     config = EmoTalkGeneratorConfig(
         image_size=64, block_out_channels=(32, 32, 32), landmark_channels=32, num_fat_blocks=1, flow_size=16,
-        heatmap_size=32,
+        heatmap_size=32, tps_border_points=0,  # no fixed border: the whole crop shifts
     )  # fmt: skip
     generator = EmoTalkGenerator(config).eval()
     image = torch.rand(1, 3, 64, 64)
@@ -314,3 +316,32 @@ def test_motion_from_outside_the_crop_is_mirrored_not_streaked():
     top = warped[0, :, :8]  # (3, 8, 64): rows sampled from above the crop
     assert top.std(dim=1).mean() > 0.05, "rows pulled in from outside the crop repeat the edge row"
     torch.testing.assert_close(warped[0, :, 20:], image[0, :, 8:52], atol=1e-4, rtol=0)  # inside: the shifted photo
+
+
+def test_border_points_keep_the_crop_edge_in_place_under_head_motion(face_crop):
+    """The default's fixed border points: a 10-px head shift (in a 256-px crop) moves the face but keeps the crop's
+    outermost rows and columns near where they are, so the warp samples nothing from outside the crop (no mirrored
+    hair or suit at the edges); without them the top rows come from above the crop."""
+    kwargs = dict(block_out_channels=(32, 32, 32), landmark_channels=32, num_fat_blocks=1, flow_size=16, heatmap_size=32)  # fmt: skip
+    source = torch.from_numpy(face_crop[1])[None]
+    driving = source.clone()
+    driving[..., 1] += 20 / 256  # 10 px down
+    grids = {}
+    for points in (5, 0):
+        generator = EmoTalkGenerator(EmoTalkGeneratorConfig(tps_border_points=points, **kwargs)).eval()
+        with torch.no_grad():
+            grids[points] = generator(torch.rand(1, 3, 256, 256), source, driving).grid[0, 0]  # (256, 256, 2)
+    assert EmoTalkGeneratorConfig().tps_border_points == 5
+    identity = identity_grid(256, 256)
+    rim = lambda g: torch.cat([g[0], g[-1], g[:, 0], g[:, -1]])  # noqa: E731
+    assert (rim(grids[5]) - rim(identity)).abs().max() * 128 < 3  # within 3 px of the identity along the border
+    assert grids[5][..., 1].min() >= -1.0 - 3 / 256  # nothing sampled more than 1.5 px above the crop
+    assert grids[0][:8, :, 1].max() < -1.0  # without the border points the top rows come from above the crop
+    nose = [int((face_crop[1][4, 1] + 1) * 128), int((face_crop[1][4, 0] + 1) * 128)]  # the nose tip moves as before
+    torch.testing.assert_close(grids[5][nose[0], nose[1]], grids[0][nose[0], nose[1]], atol=2 / 128, rtol=0)
+
+
+@pytest.mark.parametrize("points", [1, -1, 2.5])
+def test_bad_border_point_counts_are_refused(points):
+    with pytest.raises(ValueError, match="tps_border_points must be 0 or an integer >= 2"):
+        EmoTalkGeneratorConfig(tps_border_points=points)
