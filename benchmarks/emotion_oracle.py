@@ -94,20 +94,21 @@ def model_frames(pipe, photo: np.ndarray, emotion: str, audio: np.ndarray, count
     return video.frames[np.linspace(0, video.num_frames - 1, count).astype(int)]
 
 
-def measure_actor(pipe, classifier, paths: dict[str, Path], count: int, audio: np.ndarray) -> tuple[dict, dict]:
-    """Gains per emotion and kind for one actor, and the mid frames of the oracle and model renders."""
+def measure_actor(pipe, classifier, paths: dict[str, Path], count: int, audio: np.ndarray) -> tuple[dict, dict, dict]:
+    """Gains per emotion and kind for one actor, its expression geometry, and the mid frames of the two renders."""
     neutral = sample_frames(paths["neutral"], count)
     photo = neutral[count // 2]
     face = pipe.face_processor(photo)
     emotions = ["neutral", *(e for e in COMPARABLE_EMOTIONS if e in paths)]
     frames = {kind: {} for kind in KINDS}
+    real_landmarks = {}  # the oracle's driving landmarks, also the real side of the geometry
     for emotion in emotions:
         real = neutral if emotion == "neutral" else sample_frames(paths[emotion], count)
         frames["real"][emotion] = real
-        driving = aligned_crop_landmarks(pipe.face_processor, real, face)
-        frames["oracle"][emotion] = oracle_frames(pipe.model.generator, face, driving)
+        real_landmarks[emotion] = aligned_crop_landmarks(pipe.face_processor, real, face)
+        frames["oracle"][emotion] = oracle_frames(pipe.model.generator, face, real_landmarks[emotion])
         frames["model"][emotion] = model_frames(pipe, photo, emotion, audio, count)
-    geometry = expression_geometry(pipe.face_processor, face, frames, emotions)
+    geometry = expression_geometry(pipe.face_processor, face, frames, real_landmarks)
     gains = {}
     for kind in KINDS:
         probs = {emotion: classifier.probabilities(f, static=True) for emotion, f in frames[kind].items()}
@@ -118,12 +119,14 @@ def measure_actor(pipe, classifier, paths: dict[str, Path], count: int, audio: n
     return gains, geometry, mids
 
 
-def expression_geometry(face_processor, face, frames: dict, emotions: list[str]) -> dict:
+def expression_geometry(face_processor, face, frames: dict, real_landmarks: dict[str, np.ndarray]) -> dict:
     """Per emotion: ``{"real_sq": |real|², kind: <rendered, real>, kind + "_sq": |rendered|²}`` of the mean expression
-    offsets (see module doc)."""
-    means = {
+    offsets (see module doc); ``real_landmarks`` ``{emotion: (T, 478, 3)}`` (neutral first), the renders' are
+    re-detected here."""
+    emotions = list(real_landmarks)
+    means = {"real": {e: real_landmarks[e].mean(0) for e in emotions}} | {
         kind: {e: aligned_crop_landmarks(face_processor, frames[kind][e], face).mean(0) for e in emotions}
-        for kind in KINDS
+        for kind in RENDERED
     }
     offset = {
         kind: {e: (m[e] - m["neutral"])[EXPRESSION_POINTS, :2] for e in emotions[1:]} for kind, m in means.items()

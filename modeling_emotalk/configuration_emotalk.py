@@ -211,7 +211,7 @@ class EmoTalkConfig(_StrictConfig):
         emotion_strength (`dict[str, float]`, *optional*): per-emotion multiplier of the weights that condition
             stage 1 at inference (labels not named: 1). Calibrated on real faces through both stages, so that
             intensity 1 moves the *rendered* face as far as MEAD level 3 does (see
-            `benchmarks/emotion_strength.py`); stage-1 training leaves it out.
+            `benchmarks/emotion_oracle.py --strength-output`); stage-1 training leaves it out.
 
     Example:
 

@@ -313,12 +313,23 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
 
     def spline_ridge(self) -> torch.Tensor:
         """``(N,)`` the spline's ridge per landmark control point: ``tps_contact_regularization`` at the eyelids and lips
-        (the contours that close), ``tps_regularization`` elsewhere (and at the border points, see :meth:`border_points`)."""
+        (the contours that close), ``tps_regularization`` elsewhere."""
         config = self.config
-        contacts = torch.tensor(CONTACT_POINTS)
-        contact = torch.isin(self.control_index.cpu(), contacts)
+        contact = torch.isin(self.control_index.cpu(), torch.tensor(CONTACT_POINTS))
         ridge = torch.full(contact.shape, config.tps_regularization, dtype=torch.float64)
         return ridge.masked_fill(contact, config.tps_contact_regularization)
+
+    def spline_controls(
+        self, source: torch.Tensor, driving: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The spline's control points: ``(P, N, 2)`` source and driving landmark points (the control landmarks) with
+        the fixed border points appended to both, ``(P, N + M, 2)`` each, and the ``(N + M,)`` ridge (the border's is
+        ``tps_regularization``)."""
+        border = self.border_points(source.dtype).to(source.device).expand(len(source), -1, -1)
+        ridge = torch.cat(
+            [self.spline_ridge(), torch.full((border.shape[1],), self.config.tps_regularization).double()]
+        )
+        return torch.cat([source, border], 1), torch.cat([driving, border], 1), ridge
 
     def set_conv_precision(self, precision: str = "auto") -> EmoTalkGenerator:
         """Set the precision of the per-frame 3×3 convolutions (the bulk of a frame's cost); returns ``self``.
@@ -405,18 +416,18 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         size = self.config.image_size
         driving = driving_landmarks.to(source.landmarks.dtype)
         control = self.control_index
-        source_control = source.landmarks[..., control, :2].expand(batch, -1, -1, -1).flatten(0, 1)
-        driving_control = driving[:, control, :2].repeat_interleave(refs, dim=0)
-        border = self.border_points(source_control.dtype).to(source_control.device)
-        border = border.expand(len(source_control), -1, -1)  # fixed: the same in source and driving
+        source_control, driving_control, ridge = self.spline_controls(
+            source.landmarks[..., control, :2].expand(batch, -1, -1, -1).flatten(0, 1),
+            driving[:, control, :2].repeat_interleave(refs, dim=0),
+        )
         # the backward grids at the image size and at each feature level, (B*K, s, s, 2), from one spline fit
         grid, *feature_grids = landmark_flows(
-            torch.cat([source_control, border], 1),
-            torch.cat([driving_control, border], 1),
+            source_control,
+            driving_control,
             size,
             (size, *(feature.shape[-1] for feature in source.features)),
             self.config.flow_size,
-            torch.cat([self.spline_ridge(), torch.full((border.shape[1],), self.config.tps_regularization).double()]),
+            ridge,
         )
 
         heatmaps = rasterize_landmarks(

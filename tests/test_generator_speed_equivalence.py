@@ -92,15 +92,11 @@ def reference_forward(model: EmoTalkGenerator, pixels, source_landmarks, driving
         return x.expand(batch, *x.shape[1:]).flatten(0, 1)
 
     control = model.control_index
-    border = model.border_points().expand(batch * refs, -1, -1)  # fixed points: settings, not part of the speed work
-    ridge = torch.cat([model.spline_ridge(), torch.full((border.shape[1],), config.tps_regularization).double()])
-    grid = dense_flow(
-        torch.cat([per_frame(source.landmarks[..., control, :2]), border], 1),
-        torch.cat([driving[:, control, :2].repeat_interleave(refs, dim=0), border], 1),
-        config.image_size,
-        config.flow_size,
-        ridge,
+    # the control points, border points and ridges are settings of the spline, not part of the speed work
+    source_control, driving_control, ridge = model.spline_controls(
+        per_frame(source.landmarks[..., control, :2]), driving[:, control, :2].repeat_interleave(refs, dim=0)
     )
+    grid = dense_flow(source_control, driving_control, config.image_size, config.flow_size, ridge)
     heatmaps = dense_heatmaps(driving, model.landmark_groups, config.heatmap_size, config.heatmap_sigma)
     condition64 = model.landmark_in(heatmaps)
     condition32 = model.landmark_down(condition64)
