@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
 from emotalk_common.constants import SAMPLING_RATE
+from emotalk_common.topology import LOWER_LIP_CENTER_INNER, UPPER_LIP_CENTER_INNER
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
@@ -30,6 +31,7 @@ from .prepare import load_index
 PHONE_RATE = 100  # phone tracks: one label per 10 ms
 IGNORE_INDEX = -100  # unknown phone (cross-entropy ignore_index)
 CLIP_REFERENCES = "clip_references.npz"  # optional {clip id: (478, 3)} reference face per clip
+MOUTH_QUARTER = 0.25  # mouth-synthesis pairs: references among the most closed, windows the most open quarter
 CLIP_PHONES = "clip_phones.json"  # optional {clip id: [[phone, start_s, end_s], ...]} (ARPAbet, no stress)
 
 
@@ -283,7 +285,11 @@ class GeneratorPairDataset(_AddressedDataset):
     ``cross_clip_references`` = p, a sample takes its references from *another clip of the same speaker* with
     probability p (when the speaker has one): a neutral clip's frames driven by a happy clip's landmarks, so the
     generator has to synthesize what an expression changes in the texture (teeth, folds), not find it in the
-    references; within one clip of an acted emotion every reference already shows it.
+    references; within one clip of an acted emotion every reference already shows it. With
+    ``closed_mouth_references`` = q, a sample is a *mouth-synthesis pair* with probability q: its references are
+    drawn among the most closed quarter of their pool (inner-lip gap, points 13–14) and its driving window
+    starts at one of the clip's most open quarter, as when a closed-mouth portrait is made to speak. Random
+    references are often open already, so the generator can copy teeth instead of learning to draw them.
     """
 
     def __init__(
@@ -297,17 +303,22 @@ class GeneratorPairDataset(_AddressedDataset):
         samples_per_epoch: int | None = None,
         min_reference_distance: int = 5,
         cross_clip_references: float = 0.0,
+        closed_mouth_references: float = 0.0,
     ) -> None:
         if num_references < 1 or num_frames < 1:
             raise ValueError(f"num_references and num_frames must be >= 1, got {num_references} and {num_frames}")
         if not 0.0 <= cross_clip_references <= 1.0:
             raise ValueError(f"cross_clip_references is a probability in [0, 1], got {cross_clip_references!r}")
+        if not 0.0 <= closed_mouth_references <= 1.0:
+            raise ValueError(f"closed_mouth_references is a probability in [0, 1], got {closed_mouth_references!r}")
         super().__init__(dataset_dir, split, num_frames, False, seed, samples_per_epoch, num_frames)
         self.image_size = int(image_size)
         self.num_references = int(num_references)
         self.num_frames = int(num_frames)
         self.min_reference_distance = int(min_reference_distance)
         self.cross_clip_references = float(cross_clip_references)
+        self.closed_mouth_references = float(closed_mouth_references)
+        self._lip_gaps: dict[str, np.ndarray] = {}
         self.same_speaker = {
             clip["id"]: [other for other in self.clips if other["speaker"] == clip["speaker"] and other is not clip]
             for clip in self.clips
@@ -335,24 +346,55 @@ class GeneratorPairDataset(_AddressedDataset):
             **self.labels(clip),
         }
 
+    def lip_gap(self, clip: dict) -> np.ndarray:
+        """``(N,)`` inner-lip gap of every frame of ``clip`` (crop units; read once per clip)."""
+        if clip["id"] not in self._lip_gaps:
+            landmarks = self.reader.read(clip["shard"], "landmarks")
+            self._lip_gaps[clip["id"]] = (
+                landmarks[:, LOWER_LIP_CENTER_INNER, 1] - landmarks[:, UPPER_LIP_CENTER_INNER, 1]
+            )
+        return self._lip_gaps[clip["id"]]
+
+    def _closed_quarter(self, clip: dict, pool: np.ndarray) -> np.ndarray:
+        """The frames of ``pool`` whose mouth is among its most closed quarter (at least one)."""
+        gaps = self.lip_gap(clip)[pool]
+        return pool[gaps <= np.quantile(gaps, MOUTH_QUARTER)]
+
+    def _open_start(self, clip: dict, rng: np.random.Generator) -> int:
+        """A window start whose first frame is among the clip's most open quarter."""
+        last = clip["num_frames"] - self.num_frames
+        gaps = self.lip_gap(clip)[: last + 1]
+        starts = np.flatnonzero(gaps >= np.quantile(gaps, 1.0 - MOUTH_QUARTER))
+        return int(rng.choice(starts))
+
+    def _draw(self, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        references = rng.choice(pool, size=self.num_references, replace=len(pool) < self.num_references)
+        return np.asarray(references, dtype=np.int64)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self.rng(index)
         clip = self.pick_clip(rng)
         start = int(rng.integers(0, clip["num_frames"] - self.num_frames + 1))
+        # drawn only when enabled, so the default's random stream (and its samples) stay as before
+        closed = self.closed_mouth_references > 0 and rng.random() < self.closed_mouth_references
+        if closed:
+            start = self._open_start(clip, rng)
         others = self.same_speaker[clip["id"]]
         if self.cross_clip_references > 0 and others and rng.random() < self.cross_clip_references:
             reference_clip = others[int(rng.integers(len(others)))]
             pool = self.valid_frames(reference_clip)
-            references = rng.choice(pool, size=self.num_references, replace=len(pool) < self.num_references)
-            return self.sample(clip, start, np.asarray(references, dtype=np.int64), reference_clip)
+            if closed:
+                pool = self._closed_quarter(reference_clip, pool)
+            return self.sample(clip, start, self._draw(pool, rng), reference_clip)
         candidates = self.valid_frames(clip)
         far = candidates[
             (candidates < start - self.min_reference_distance)
             | (candidates >= start + self.num_frames + self.min_reference_distance)
         ]
         pool = far if len(far) >= self.num_references else candidates
-        references = rng.choice(pool, size=self.num_references, replace=len(pool) < self.num_references)
-        return self.sample(clip, start, np.asarray(references, dtype=np.int64))
+        if closed:
+            pool = self._closed_quarter(clip, pool)
+        return self.sample(clip, start, self._draw(pool, rng))
 
 
 __all__ = [

@@ -98,6 +98,13 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="probability that a sample's references come from another clip of the same speaker (e.g. MEAD's "
         "neutral clip for a happy one): teaches the texture an expression changes (default 0)",
     )
+    parser.add_argument(
+        "--closed_mouth_references",
+        type=float,
+        default=0.0,
+        help="probability of a mouth-synthesis pair: references among the most closed quarter of mouths, driving "
+        "frames among the most open quarter, so teeth and mouth interior must be drawn, not copied (default 0)",
+    )
     parser.add_argument("--samples_per_epoch", type=int, default=None, help="default: clip frames / num_frames")
     parser.add_argument("--freeze_image_encoder", action="store_true", help="train the motion/FAT/decoder parts only")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialization, data order and dropout")
@@ -167,6 +174,8 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--checkpoints_total_limit must be at least 1, got {args.checkpoints_total_limit}")
     if not 0.0 <= args.cross_clip_references <= 1.0:
         parser.error(f"--cross_clip_references is a probability in [0, 1], got {args.cross_clip_references}")
+    if not 0.0 <= args.closed_mouth_references <= 1.0:
+        parser.error(f"--closed_mouth_references is a probability in [0, 1], got {args.closed_mouth_references}")
     return args
 
 
@@ -385,6 +394,7 @@ def main(args: argparse.Namespace) -> None:
         samples_per_epoch=args.samples_per_epoch,
         min_reference_distance=args.min_reference_distance,
         cross_clip_references=args.cross_clip_references,
+        closed_mouth_references=args.closed_mouth_references,
     )
     train_dataloader = torch.utils.data.DataLoader(
         train_dataset,
