@@ -21,7 +21,14 @@ import numpy as np
 import torch
 from emotalk_common.constants import EMOTION_LABELS as EMOTIONS
 from emotalk_common.constants import SAMPLING_RATE
-from emotalk_common.topology import LOWER_LIP_CENTER_INNER, UPPER_LIP_CENTER_INNER
+from emotalk_common.topology import (
+    LEFT_EYE_LOWER,
+    LEFT_EYE_UPPER,
+    LOWER_LIP_CENTER_INNER,
+    RIGHT_EYE_LOWER,
+    RIGHT_EYE_UPPER,
+    UPPER_LIP_CENTER_INNER,
+)
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
@@ -32,6 +39,7 @@ PHONE_RATE = 100  # phone tracks: one label per 10 ms
 IGNORE_INDEX = -100  # unknown phone (cross-entropy ignore_index)
 CLIP_REFERENCES = "clip_references.npz"  # optional {clip id: (478, 3)} reference face per clip
 MOUTH_QUARTER = 0.25  # mouth-synthesis pairs: references among the most closed, windows the most open quarter
+BLINK_FRACTION = 0.05  # blink windows start among the most closed 5 % of eyes
 CLIP_PHONES = "clip_phones.json"  # optional {clip id: [[phone, start_s, end_s], ...]} (ARPAbet, no stress)
 
 
@@ -289,7 +297,10 @@ class GeneratorPairDataset(_AddressedDataset):
     ``closed_mouth_references`` = q, a sample is a *mouth-synthesis pair* with probability q: its references are
     drawn among the most closed quarter of their pool (inner-lip gap, points 13–14) and its driving window
     starts at one of the clip's most open quarter, as when a closed-mouth portrait is made to speak. Random
-    references are often open already, so the generator can copy teeth instead of learning to draw them.
+    references are often open already, so the generator can copy teeth instead of learning to draw them. With
+    ``blink_windows`` = b (drawn exclusively of the mouth pairs), the driving window starts at one of the clip's most
+    closed 5 % of eyes (its blinks, when it has any): blinks are ~4 % of talking video, too rare in random windows
+    for the lids to learn to close without smearing.
     """
 
     def __init__(
@@ -304,6 +315,7 @@ class GeneratorPairDataset(_AddressedDataset):
         min_reference_distance: int = 5,
         cross_clip_references: float = 0.0,
         closed_mouth_references: float = 0.0,
+        blink_windows: float = 0.0,
     ) -> None:
         if num_references < 1 or num_frames < 1:
             raise ValueError(f"num_references and num_frames must be >= 1, got {num_references} and {num_frames}")
@@ -311,6 +323,11 @@ class GeneratorPairDataset(_AddressedDataset):
             raise ValueError(f"cross_clip_references is a probability in [0, 1], got {cross_clip_references!r}")
         if not 0.0 <= closed_mouth_references <= 1.0:
             raise ValueError(f"closed_mouth_references is a probability in [0, 1], got {closed_mouth_references!r}")
+        if not (0.0 <= blink_windows <= 1.0 and closed_mouth_references + blink_windows <= 1.0):
+            raise ValueError(
+                f"blink_windows is a probability in [0, 1] with closed_mouth_references + blink_windows <= 1, got "
+                f"{blink_windows!r} (closed_mouth_references {closed_mouth_references!r})"
+            )
         super().__init__(dataset_dir, split, num_frames, False, seed, samples_per_epoch, num_frames)
         self.image_size = int(image_size)
         self.num_references = int(num_references)
@@ -318,7 +335,9 @@ class GeneratorPairDataset(_AddressedDataset):
         self.min_reference_distance = int(min_reference_distance)
         self.cross_clip_references = float(cross_clip_references)
         self.closed_mouth_references = float(closed_mouth_references)
+        self.blink_windows = float(blink_windows)
         self._lip_gaps: dict[str, np.ndarray] = {}
+        self._eye_gaps: dict[str, np.ndarray] = {}
         self.same_speaker = {
             clip["id"]: [other for other in self.clips if other["speaker"] == clip["speaker"] and other is not clip]
             for clip in self.clips
@@ -355,6 +374,15 @@ class GeneratorPairDataset(_AddressedDataset):
             )
         return self._lip_gaps[clip["id"]]
 
+    def eye_gap(self, clip: dict) -> np.ndarray:
+        """``(N,)`` mean upper-to-lower eyelid distance of both eyes (crop units; read once per clip)."""
+        if clip["id"] not in self._eye_gaps:
+            landmarks = self.reader.read(clip["shard"], "landmarks")
+            upper = landmarks[:, list(RIGHT_EYE_UPPER + LEFT_EYE_UPPER), 1].mean(1)
+            lower = landmarks[:, list(RIGHT_EYE_LOWER + LEFT_EYE_LOWER), 1].mean(1)
+            self._eye_gaps[clip["id"]] = lower - upper
+        return self._eye_gaps[clip["id"]]
+
     def _closed_quarter(self, clip: dict, pool: np.ndarray) -> np.ndarray:
         """The frames of ``pool`` whose mouth is among its most closed quarter (at least one)."""
         gaps = self.lip_gap(clip)[pool]
@@ -367,6 +395,12 @@ class GeneratorPairDataset(_AddressedDataset):
         starts = np.flatnonzero(gaps >= np.quantile(gaps, 1.0 - MOUTH_QUARTER))
         return int(rng.choice(starts))
 
+    def _blink_start(self, clip: dict, rng: np.random.Generator) -> int:
+        """A window start whose first frame is among the clip's most closed 5 % of eyes."""
+        last = clip["num_frames"] - self.num_frames
+        gaps = self.eye_gap(clip)[: last + 1]
+        return int(rng.choice(np.flatnonzero(gaps <= np.quantile(gaps, BLINK_FRACTION))))
+
     def _draw(self, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         references = rng.choice(pool, size=self.num_references, replace=len(pool) < self.num_references)
         return np.asarray(references, dtype=np.int64)
@@ -376,9 +410,12 @@ class GeneratorPairDataset(_AddressedDataset):
         clip = self.pick_clip(rng)
         start = int(rng.integers(0, clip["num_frames"] - self.num_frames + 1))
         # drawn only when enabled, so the default's random stream (and its samples) stay as before
-        closed = self.closed_mouth_references > 0 and rng.random() < self.closed_mouth_references
+        kind = rng.random() if self.closed_mouth_references > 0 or self.blink_windows > 0 else 1.0
+        closed = kind < self.closed_mouth_references
         if closed:
             start = self._open_start(clip, rng)
+        elif kind < self.closed_mouth_references + self.blink_windows:
+            start = self._blink_start(clip, rng)
         others = self.same_speaker[clip["id"]]
         if self.cross_clip_references > 0 and others and rng.random() < self.cross_clip_references:
             reference_clip = others[int(rng.integers(len(others)))]

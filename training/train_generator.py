@@ -105,6 +105,13 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="probability of a mouth-synthesis pair: references among the most closed quarter of mouths, driving "
         "frames among the most open quarter, so teeth and mouth interior must be drawn, not copied (default 0)",
     )
+    parser.add_argument(
+        "--blink_windows",
+        type=float,
+        default=0.0,
+        help="probability that a sample's driving window starts at a blink (the most closed 5 %% of eyes), "
+        "exclusive of the mouth pairs (default 0)",
+    )
     parser.add_argument("--samples_per_epoch", type=int, default=None, help="default: clip frames / num_frames")
     parser.add_argument("--freeze_image_encoder", action="store_true", help="train the motion/FAT/decoder parts only")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialization, data order and dropout")
@@ -176,6 +183,8 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--cross_clip_references is a probability in [0, 1], got {args.cross_clip_references}")
     if not 0.0 <= args.closed_mouth_references <= 1.0:
         parser.error(f"--closed_mouth_references is a probability in [0, 1], got {args.closed_mouth_references}")
+    if not 0.0 <= args.blink_windows <= 1.0 - args.closed_mouth_references:
+        parser.error(f"--blink_windows is a probability in [0, 1 - closed_mouth_references], got {args.blink_windows}")
     return args
 
 
@@ -395,6 +404,7 @@ def main(args: argparse.Namespace) -> None:
         min_reference_distance=args.min_reference_distance,
         cross_clip_references=args.cross_clip_references,
         closed_mouth_references=args.closed_mouth_references,
+        blink_windows=args.blink_windows,
     )
     train_dataloader = torch.utils.data.DataLoader(
         train_dataset,

@@ -1,10 +1,18 @@
-"""Mouth-synthesis pairs of stage 2 (``--closed_mouth_references``): closed-mouth references, open-mouth windows."""
+"""Hard stage-2 samples: mouth-synthesis pairs (``--closed_mouth_references``: closed-mouth references, open-mouth
+windows) and blink windows (``--blink_windows``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from emotalk_common.topology import LOWER_LIP_CENTER_INNER, UPPER_LIP_CENTER_INNER
+from emotalk_common.topology import (
+    LEFT_EYE_LOWER,
+    LEFT_EYE_UPPER,
+    LOWER_LIP_CENTER_INNER,
+    RIGHT_EYE_LOWER,
+    RIGHT_EYE_UPPER,
+    UPPER_LIP_CENTER_INNER,
+)
 from emotalk_training.data import GeneratorPairDataset
 from test_training import write_synthetic_dataset
 
@@ -53,3 +61,20 @@ def test_random_pairs_see_open_references_and_the_default_is_unchanged(talking_c
     assert max(reference_gaps) > np.quantile(every_gap, 0.5)  # random references are often open
     with pytest.raises(ValueError, match="closed_mouth_references"):
         GeneratorPairDataset(talking_clips, image_size=32, closed_mouth_references=-0.1)
+
+
+def _eye_gap(landmarks) -> np.ndarray:
+    points = np.asarray(landmarks)
+    upper = points[..., list(RIGHT_EYE_UPPER + LEFT_EYE_UPPER), 1].mean(-1)
+    return points[..., list(RIGHT_EYE_LOWER + LEFT_EYE_LOWER), 1].mean(-1) - upper
+
+
+def test_blink_windows_start_at_the_blink(talking_clips):
+    """The synthetic clips blink at 0.4-0.5 s (frames 10-12 of 40): blink windows start there, random ones rarely."""
+    blinks = GeneratorPairDataset(talking_clips, image_size=32, num_references=1, num_frames=2, blink_windows=1.0)
+    plain = GeneratorPairDataset(talking_clips, image_size=32, num_references=1, num_frames=2)
+    closed = [float(_eye_gap(blinks[i]["landmarks"])[0]) for i in range(12)]
+    assert max(closed) < 1e-6  # upper lids on the lower ones
+    assert np.mean([float(_eye_gap(plain[i]["landmarks"])[0]) < 1e-6 for i in range(24)]) < 0.3
+    with pytest.raises(ValueError, match="blink_windows"):
+        GeneratorPairDataset(talking_clips, image_size=32, closed_mouth_references=0.7, blink_windows=0.5)
