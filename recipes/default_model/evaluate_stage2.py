@@ -11,7 +11,8 @@ Per clip and model: the evaluation suite's reference group (PSNR / SSIM on dlib-
 F-LMD by re-detecting dlib 68 points on the generated frames), PSNR / SSIM in the mouth box (the ground truth's
 MediaPipe lip points in the dataset crop, widened by 40 % — the generated frames are pixel-registered with the
 ground-truth crop), the identity stand-in (dlib embedding cosine of 16 frames vs the source frame) and the
-rigid-landmark jitter (MediaPipe tracked on the generated frames) next to the ground-truth clip's.
+rigid-landmark jitter (MediaPipe tracked on the generated frames) and the suite's mouth sharpness (Laplacian
+variance of the tracked mouth crops, every frame) next to the ground-truth clip's.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def main() -> int:
     from emotalk_evaluation.image_metrics import psnr, ssim
     from emotalk_evaluation.mesh import track_mesh
     from emotalk_evaluation.motion import rigid_jitter
+    from emotalk_evaluation.sharpness import mouth_sharpness
     from emotalk_training.data import ShardReader, select_clips
     from emotalk_training.prepare import load_index
     from PIL import Image
@@ -107,8 +109,8 @@ def main() -> int:
         size = truth.shape[1]
         source, source_marks = truth[0], marks[0]
         gt_mesh = track_mesh(truth)
-        entry = {"video": clip["video"], "frames": len(truth),
-                 "gt_jitter_pct_iod": rigid_jitter(gt_mesh)}  # fmt: skip
+        entry = {"video": clip["video"], "frames": len(truth), "gt_jitter_pct_iod": rigid_jitter(gt_mesh),
+                 "gt_mouth_sharpness": mouth_sharpness(truth, gt_mesh)}  # fmt: skip
         boxes = mouth_boxes(marks, size)
         picked = np.arange(1, len(truth), args.stride)  # frame 0 is the source itself
         outputs = {}
@@ -127,7 +129,9 @@ def main() -> int:
             ident = identity_group(frames[1:], source)
             metrics["identity_cos_mean"] = ident.get("csim_mean")
             metrics["identity_cos_min"] = ident.get("csim_min")
-            metrics["jitter_pct_iod"] = rigid_jitter(track_mesh(frames))
+            mesh = track_mesh(frames)
+            metrics["jitter_pct_iod"] = rigid_jitter(mesh)
+            metrics["mouth_sharpness"] = mouth_sharpness(frames, mesh)
             entry[name] = {k: v for k, v in metrics.items() if not isinstance(v, str)}
         gt_ident = identity_group(truth[1:], source)
         entry["gt_identity_cos_mean"] = gt_ident.get("csim_mean")
@@ -149,7 +153,8 @@ def main() -> int:
             )
             strip = Image.fromarray(np.concatenate(tiles, axis=1))
             strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(out / f"{clip['id']}_mouth.png")
-    keys = ["psnr", "ssim", "mouth_psnr", "mouth_ssim", "m_lmd", "f_lmd", "identity_cos_mean", "jitter_pct_iod"]
+    keys = ["psnr", "ssim", "mouth_psnr", "mouth_ssim", "m_lmd", "f_lmd", "identity_cos_mean", "jitter_pct_iod",
+            "mouth_sharpness"]  # fmt: skip
     for name in generators:
         report["mean"][name] = {
             k: float(np.nanmean([float(e[name][k]) for e in report["clips"].values()])) for k in keys
@@ -157,6 +162,7 @@ def main() -> int:
     report["mean"]["ground_truth"] = {
         "jitter_pct_iod": float(np.nanmean([e["gt_jitter_pct_iod"] for e in report["clips"].values()])),
         "identity_cos_mean": float(np.nanmean([e["gt_identity_cos_mean"] for e in report["clips"].values()])),
+        "mouth_sharpness": float(np.nanmean([e["gt_mouth_sharpness"] for e in report["clips"].values()])),
     }
     print(json.dumps(report["mean"], indent=1))
     if args.output:
