@@ -1,11 +1,12 @@
-"""Side-by-side PNGs of held-out clips: source | warp only | trained | ground truth, plus mouth strips.
+"""Side-by-side PNGs of held-out clips: source | warp only | trained | ground truth, plus mouth and blink strips.
 
     python -m recipes.default_model.stage2_grids outputs/stage2_data outputs/stage2_grids \\
-        outputs/warp_generator outputs/stage2_run2 W009 M030 PC-AVS d19 mouth_source DPE
+        outputs/warp_generator outputs/stage2_run2 W009 M030 PC-AVS d19 mouth_source DPE [--also outputs/other]
 
 Per ``test`` clip whose id contains one of the given names: a grid of four frames spread over the clip plus its
-widest mouth opening, and a 2× strip of the mouth box over 8 consecutive frames around that opening (one row per
-model, then the ground truth), which shows flicker.
+widest mouth opening, a 2× strip of the mouth box over 8 consecutive frames around that opening and one of the
+eyes over 8 frames around the most closed eyes (its blink, when it has one), one row per model (``--also`` adds
+models after the trained one), then the ground truth; the strips show flicker and lid smears.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("warp", help="the untrained (pure warp) generator or composite folder")
     parser.add_argument("trained", help="the trained generator or composite folder")
     parser.add_argument("names", nargs="+", help="keep the test clips whose id contains one of these")
+    parser.add_argument("--also", action="append", default=[], help="more generator or composite folders")
     return parser.parse_args(argv)
 
 
@@ -48,7 +50,35 @@ def clip_grids(reader, clip: dict, generators: list, output: Path) -> int:
     )
     image = Image.fromarray(strip)
     image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(output / f"{clip['id'][:40]}_mouth_seq.png")
+    blink_strip(truth, marks, generators, output / f"{clip['id'][:40]}_blink_seq.png")
     return widest
+
+
+def most_closed_eyes(landmarks: np.ndarray) -> int:
+    """The frame (after the source) whose mean upper-to-lower eyelid distance is smallest."""
+    from emotalk_common.topology import LEFT_EYE_LOWER, LEFT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER
+
+    upper = landmarks[:, list(RIGHT_EYE_UPPER + LEFT_EYE_UPPER), 1].mean(1)
+    lower = landmarks[:, list(RIGHT_EYE_LOWER + LEFT_EYE_LOWER), 1].mean(1)
+    return 1 + int(np.argmin((lower - upper)[1:]))
+
+
+def blink_strip(truth: np.ndarray, marks: np.ndarray, generators: list, path: Path) -> int:
+    """A 2× strip of both eyes over 8 frames around the most closed eyes; returns that frame."""
+    from emotalk_common.topology import EYES, LEFT_EYEBROW, RIGHT_EYEBROW
+    from PIL import Image
+
+    closed = most_closed_eyes(marks)
+    sequence = list(range(max(1, closed - 4), min(len(truth), closed + 4)))
+    size = truth.shape[1]
+    points = (marks[closed, list(EYES + LEFT_EYEBROW + RIGHT_EYEBROW), :2] + 1) * size / 2
+    (x0, y0), (x1, y1) = np.floor(points.min(0)).astype(int) - 4, np.ceil(points.max(0)).astype(int) + 4
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
+    series = [reconstruct(g, truth[0], marks[0], marks[sequence]) for g in generators] + [truth[sequence]]
+    rows = [np.concatenate([s[k, y0:y1, x0:x1] for k in range(len(sequence))], axis=1) for s in series]
+    image = Image.fromarray(np.concatenate(rows, axis=0))
+    image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(path)
+    return closed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
     index, reader = load_index(args.dataset), ShardReader(args.dataset)
-    generators = [load_generator(args.warp), load_generator(args.trained)]
+    generators = [load_generator(folder) for folder in (args.warp, args.trained, *args.also)]
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     for clip in index["clips"]:
