@@ -284,3 +284,15 @@ def test_recipe_scripts_run_from_the_repository_root(script):
     result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage:")
+
+
+def test_stage2_blink_frames_are_the_real_clips_most_closed_eyes():
+    """evaluate_stage2 scores the lids where the real clip blinks: its lowest 5 % of eye aspect ratios."""
+    from recipes.default_model.evaluate_stage2 import blink_frames
+
+    ear = np.full(61, 0.3)
+    ear[0] = 0.0  # the source frame is never scored
+    ear[[40, 41, 42]] = [0.2, 0.05, 0.12]
+    ear[60] = np.nan  # face lost
+    assert blink_frames(ear).tolist() == [40, 41, 42]
+    assert blink_frames(np.full(5, np.nan)).tolist() == []

@@ -12,7 +12,9 @@ F-LMD by re-detecting dlib 68 points on the generated frames), PSNR / SSIM in th
 MediaPipe lip points in the dataset crop, widened by 40 % — the generated frames are pixel-registered with the
 ground-truth crop), the identity stand-in (dlib embedding cosine of 16 frames vs the source frame) and the
 rigid-landmark jitter (MediaPipe tracked on the generated frames) and the suite's mouth sharpness (Laplacian
-variance of the tracked mouth crops, every frame) next to the ground-truth clip's.
+variance of the tracked mouth crops, every frame) next to the ground-truth clip's, and how far the lids close at
+the clip's blinks: the eye aspect ratio re-detected on the generated frames where the real clip's is lowest (its
+most closed 5 % of frames; the real clip's own value beside it).
 """
 
 from __future__ import annotations
@@ -65,6 +67,17 @@ def mouth_boxes(landmarks: np.ndarray, size: int, widen: float = 0.4) -> np.ndar
     return np.clip(np.round(box), 0, size).astype(int)
 
 
+BLINK_FRACTION = 0.05  # the real clip's most closed 5 % of frames (its blinks, when it has any)
+
+
+def blink_frames(truth_ear: np.ndarray) -> np.ndarray:
+    """The frames (after the source) where the real clip's eye aspect ratio is among its lowest 5 %."""
+    ear = np.asarray(truth_ear, dtype=np.float64)
+    found = np.flatnonzero(np.isfinite(ear) & (np.arange(len(ear)) > 0))
+    count = int(np.ceil(BLINK_FRACTION * len(found)))
+    return np.sort(found[np.argsort(ear[found], kind="stable")[:count]])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset_dir", required=True)
@@ -85,7 +98,7 @@ def main() -> int:
     from emotalk_evaluation.evaluate import identity_group, reference_group
     from emotalk_evaluation.image_metrics import psnr, ssim
     from emotalk_evaluation.mesh import track_mesh
-    from emotalk_evaluation.motion import rigid_jitter
+    from emotalk_evaluation.motion import eye_aspect_ratio, rigid_jitter
     from emotalk_evaluation.sharpness import mouth_sharpness
     from emotalk_training.data import ShardReader, select_clips
     from emotalk_training.prepare import load_index
@@ -111,6 +124,9 @@ def main() -> int:
         gt_mesh = track_mesh(truth)
         entry = {"video": clip["video"], "frames": len(truth), "gt_jitter_pct_iod": rigid_jitter(gt_mesh),
                  "gt_mouth_sharpness": mouth_sharpness(truth, gt_mesh)}  # fmt: skip
+        gt_ear = eye_aspect_ratio(gt_mesh)
+        blinks = blink_frames(gt_ear)
+        entry["gt_blink_ear"] = float(np.nanmean(gt_ear[blinks]))
         boxes = mouth_boxes(marks, size)
         picked = np.arange(1, len(truth), args.stride)  # frame 0 is the source itself
         outputs = {}
@@ -132,6 +148,7 @@ def main() -> int:
             mesh = track_mesh(frames)
             metrics["jitter_pct_iod"] = rigid_jitter(mesh)
             metrics["mouth_sharpness"] = mouth_sharpness(frames, mesh)
+            metrics["blink_ear"] = float(np.nanmean(eye_aspect_ratio(mesh)[blinks]))
             entry[name] = {k: v for k, v in metrics.items() if not isinstance(v, str)}
         gt_ident = identity_group(truth[1:], source)
         entry["gt_identity_cos_mean"] = gt_ident.get("csim_mean")
@@ -154,7 +171,7 @@ def main() -> int:
             strip = Image.fromarray(np.concatenate(tiles, axis=1))
             strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(out / f"{clip['id']}_mouth.png")
     keys = ["psnr", "ssim", "mouth_psnr", "mouth_ssim", "m_lmd", "f_lmd", "identity_cos_mean", "jitter_pct_iod",
-            "mouth_sharpness"]  # fmt: skip
+            "mouth_sharpness", "blink_ear"]  # fmt: skip
     for name in generators:
         report["mean"][name] = {
             k: float(np.nanmean([float(e[name][k]) for e in report["clips"].values()])) for k in keys
@@ -163,6 +180,7 @@ def main() -> int:
         "jitter_pct_iod": float(np.nanmean([e["gt_jitter_pct_iod"] for e in report["clips"].values()])),
         "identity_cos_mean": float(np.nanmean([e["gt_identity_cos_mean"] for e in report["clips"].values()])),
         "mouth_sharpness": float(np.nanmean([e["gt_mouth_sharpness"] for e in report["clips"].values()])),
+        "blink_ear": float(np.nanmean([e["gt_blink_ear"] for e in report["clips"].values()])),
     }
     print(json.dumps(report["mean"], indent=1))
     if args.output:
