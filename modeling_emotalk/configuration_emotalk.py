@@ -37,6 +37,7 @@ DEFAULT_AUDIO_ENCODER = {
 
 
 FAT_NORM_GROUPS = 32
+MOUTH_INTERIORS = ("spline", "rigid")
 """GroupNorm groups inside the generator's FAT blocks (diffusers' SpatialNorm): their channels must divide by it."""
 
 # Keys that PreTrainedConfig takes (or drops) from config.json besides its dataclass fields.
@@ -152,6 +153,12 @@ class EmoTalkGeneratorConfig(_StrictConfig):
             with zero motion, so the warp leaves the crop's border where it is and never samples outside the crop
             (mirrored hair or suit at the edges under head motion or a strong brow raise); 0: none. 5 (16 points)
             raised held-out face PSNR by 0.8 dB with weights trained without them (STAGE2.md, "Border anchors").
+        mouth_interior (`str`): what the warp puts inside a mouth that opens wider than the source's. ``"spline"``:
+            the spline's stretch of whatever lies between the source's lips (tall teeth, stripes). ``"rigid"``: the
+            band of the source's opening next to each lip moves with that lip (upper teeth with the upper lip,
+            lower teeth with the lower lip) and the gap between them is filled with ``cavity_color`` for the network
+            to refine (``warp.mouth_interior_grid``).
+        cavity_color (`list[float]`): RGB in [0, 1] of the mouth cavity with ``mouth_interior="rigid"``.
         norm_num_groups (`int`): GroupNorm groups of the plain ResNet blocks (FAT blocks use 32).
         num_landmarks (`int`): 478 MediaPipe points.
 
@@ -174,6 +181,8 @@ class EmoTalkGeneratorConfig(_StrictConfig):
     tps_regularization: float = 1e-2
     tps_contact_regularization: float = 1e-3
     tps_border_points: int = 5
+    mouth_interior: str = "spline"
+    cavity_color: tuple[float, ...] | list[float] = (0.2, 0.08, 0.08)
     norm_num_groups: int = 8
     num_landmarks: int = 478
 
@@ -183,6 +192,15 @@ class EmoTalkGeneratorConfig(_StrictConfig):
             raise ValueError(
                 f"tps_border_points must be 0 or an integer >= 2 (per side), got {self.tps_border_points!r}"
             )
+        if self.mouth_interior not in MOUTH_INTERIORS:
+            raise ValueError(f"mouth_interior must be one of {MOUTH_INTERIORS}, got {self.mouth_interior!r}")
+        color = self.cavity_color
+        if (
+            not isinstance(color, (tuple, list))
+            or len(color) != 3
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0 <= c <= 1 for c in color)
+        ):
+            raise ValueError(f"cavity_color must be three numbers in [0, 1] (RGB), got {color!r}")
         channels = self.block_out_channels
         if (
             not isinstance(channels, (tuple, list))

@@ -29,8 +29,8 @@ from transformers.utils import ModelOutput
 
 from .configuration_emotalk import EmoTalkGeneratorConfig
 from .errors import EmoTalkInputError
-from .landmarks import LANDMARK_GROUPS, NUM_LANDMARKS
-from .warp import landmark_flows, rasterize_landmarks, warp
+from .landmarks import LANDMARK_GROUPS, LIPS_INNER_LOWER, LIPS_INNER_UPPER, NUM_LANDMARKS
+from .warp import landmark_flows, mouth_interior_grid, rasterize_landmarks, warp
 
 CHANNELS_LAST = torch.channels_last
 CONV_PRECISIONS = ("auto", "float32", "bfloat16")
@@ -384,6 +384,22 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         features = tuple(f.contiguous(memory_format=CHANNELS_LAST).unflatten(0, (batch, refs)) for f in (f1, f2))
         return SourceFeatures(pixel_values=pixel_values, features=features, landmarks=landmarks)
 
+    def rigid_mouth(
+        self, source_landmarks: torch.Tensor, driving: torch.Tensor, grid: torch.Tensor, feature_grids: list
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """``mouth_interior="rigid"``: :func:`.warp.mouth_interior_grid` on the image grid and on each feature grid.
+
+        ``source_landmarks`` ``(B_s, K, N, 3)``, ``driving`` ``(B, N, 3)``, grids ``(B * K, s, s, 2)``; returns the
+        grids and the image-size cavity weight ``(B * K, 1, S, S)``.
+        """
+        batch, refs = driving.shape[0], source_landmarks.shape[1]
+        sources = source_landmarks.expand(batch, -1, -1, -1).flatten(0, 1)
+        drivings = driving.repeat_interleave(refs, dim=0)
+        upper, lower = (torch.tensor(lip, device=grid.device) for lip in (LIPS_INNER_UPPER, LIPS_INNER_LOWER))
+        grid, cavity = mouth_interior_grid(grid, sources, drivings, upper, lower)
+        feature_grids = [mouth_interior_grid(g, sources, drivings, upper, lower)[0] for g in feature_grids]
+        return grid, cavity, feature_grids
+
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -430,6 +446,10 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             ridge,
         )
 
+        cavity = None
+        if self.config.mouth_interior == "rigid":
+            grid, cavity, feature_grids = self.rigid_mouth(source.landmarks, driving, grid, feature_grids)
+
         heatmaps = rasterize_landmarks(
             driving, self.landmark_groups, self.config.heatmap_size, self.config.heatmap_sigma
         )  # channels-last
@@ -444,6 +464,9 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             warped_features.append(fused.contiguous(memory_format=CHANNELS_LAST))
             weights = level_weights if weights is None else weights
         warped_image = warp_references(source.pixel_values, grid, batch, padding_mode="reflection")
+        if cavity is not None:
+            color = warped_image.new_tensor(self.config.cavity_color)[:, None, None]
+            warped_image = torch.lerp(warped_image, color, cavity.unflatten(0, (batch, refs)))
         if refs > 1:  # the finest level's per-pixel reference weights also fuse the images
             weights = F.interpolate(weights, size=(size, size), mode="bilinear", align_corners=False)
             warped_image = (weights.unsqueeze(2) * warped_image).sum(1)

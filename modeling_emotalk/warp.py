@@ -185,3 +185,77 @@ def rasterize_landmarks(landmarks: torch.Tensor, groups: list[torch.Tensor], siz
         channels.append((dy2[..., :, None] + dx2[..., None, :]).amin(dim=1))  # (B, size, size)
     squared = torch.stack(channels, dim=-1)  # (B, size, size, G)
     return torch.exp(squared / (-2 * sigma**2)).permute(0, 3, 1, 2)
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Batched ``numpy.interp``: ``x`` ``(B, M)`` on the curves ``(xp, fp)`` ``(B, P)`` (``xp`` increasing)."""
+    index = torch.searchsorted(xp.contiguous(), x.contiguous()).clamp(1, xp.shape[1] - 1)
+    x0, x1 = xp.gather(1, index - 1), xp.gather(1, index)
+    y0, y1 = fp.gather(1, index - 1), fp.gather(1, index)
+    t = ((x - x0) / (x1 - x0).clamp_min(1e-6)).clamp(0, 1)
+    return y0 + t * (y1 - y0)
+
+
+def _lip_curves(points: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor):
+    """The inner lip contours of ``points`` ``(B, N, 2)`` as x-sorted curves: (x_u, y_u), (x_l, y_l) ``(B, P)``."""
+    curves = []
+    for index in (upper, lower):
+        x, order = points[:, index, 0].sort(dim=1)
+        curves.append((x, points[:, index, 1].gather(1, order)))
+    return curves
+
+
+def mouth_interior_grid(
+    grid: torch.Tensor,
+    source_landmarks: torch.Tensor,
+    driving_landmarks: torch.Tensor,
+    upper: torch.Tensor,
+    lower: torch.Tensor,
+    feather: float = 1.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the spline inside a mouth that opens wider than the source's: teeth follow their lip, the rest is cavity.
+
+    A thin-plate spline stretches whatever lies between the source's lips (its teeth, or a closed lip line) over
+    the whole driving opening: tall columns of teeth, horizontal stripes. Inside the driving inner-lip contour, where
+    its gap at a column exceeds the source's, the band of the source's opening next to each lip moves rigidly with
+    that lip (upper teeth with the upper lip, lower teeth with the lower lip) and the middle is returned as a cavity
+    weight, which the caller fills (a dark mouth interior for the network to refine). Columns where the mouth is no
+    wider than the source's keep the spline.
+
+    Args:
+        grid: ``(B, S, S, 2)`` backward grid (driving pixel → source location), normalized coordinates.
+        source_landmarks, driving_landmarks: ``(B, N, 2+)`` the two faces (x, y first), normalized crop coordinates.
+        upper, lower: indices of the inner lip contours, each from one mouth corner to the other.
+        feather: width of the cavity's soft edge in pixels.
+
+    Returns:
+        The grid and the cavity weight ``(B, 1, S, S)`` in [0, 1].
+    """
+    batch, size = grid.shape[0], grid.shape[1]
+    source, driving = source_landmarks[..., :2].to(grid.dtype), driving_landmarks[..., :2].to(grid.dtype)
+    (dxu, dyu), (dxl, dyl) = _lip_curves(driving, upper, lower)
+    (sxu, syu), (sxl, syl) = _lip_curves(source, upper, lower)
+    axis = pixel_centres(size, device=grid.device, dtype=grid.dtype)
+    columns = axis.expand(batch, size)
+    left, right = torch.maximum(dxu[:, :1], dxl[:, :1]), torch.minimum(dxu[:, -1:], dxl[:, -1:])
+    source_left, source_right = torch.maximum(sxu[:, :1], sxl[:, :1]), torch.minimum(sxu[:, -1:], sxl[:, -1:])
+    scale = (source_right - source_left) / (right - left).clamp_min(1e-4)  # source size per driving size
+    top, bottom = _interp(columns, dxu, dyu), _interp(columns, dxl, dyl)  # (B, S) driving inner lips
+    source_x = source_left + (columns - left) / (right - left).clamp_min(1e-4) * (source_right - source_left)
+    source_top, source_bottom = _interp(source_x, sxu, syu), _interp(source_x, sxl, syl)
+    band = ((source_bottom - source_top) / scale).clamp_min(0) / 2  # half the source opening, driving units
+    inside_columns = (columns > left) & (columns < right) & (bottom - top > 2 * band)
+    y = axis[None, :, None]  # rows
+    below_top, above_bottom = y - top[:, None, :], bottom[:, None, :] - y  # (B, S rows, S columns)
+    inside = inside_columns[:, None, :] & (below_top > 0) & (above_bottom > 0)
+    near_top = below_top <= above_bottom
+    y_source = torch.where(
+        near_top,
+        source_top[:, None, :] + below_top.clamp(max=band[:, None, :]) * scale[:, :, None],
+        source_bottom[:, None, :] - above_bottom.clamp(max=band[:, None, :]) * scale[:, :, None],
+    )
+    rigid = torch.stack([source_x[:, None, :].expand(-1, size, -1), y_source], dim=-1)
+    grid = torch.where(inside[..., None], rigid, grid)
+    depth = torch.minimum(below_top, above_bottom) - band[:, None, :]  # distance into the cavity
+    cavity = (depth * size / 2 / feather).clamp(0, 1) * inside
+    return grid, cavity[:, None].to(grid.dtype)
