@@ -158,7 +158,9 @@ class EmoTalkGeneratorConfig(_StrictConfig):
             band of the source's opening next to each lip moves with that lip (upper teeth with the upper lip,
             lower teeth with the lower lip) and the gap between them is filled with ``cavity_color`` for the network
             to refine (``warp.mouth_interior_grid``).
-        cavity_color (`list[float]`): RGB in [0, 1] of the mouth cavity with ``mouth_interior="rigid"``.
+        cavity_color (`list[float]`): RGB in [0, 1] of the mouth cavity with ``mouth_interior="rigid"``; the default
+            is the median over the training videos of the mean colour inside open mouths (tongue, teeth and shadow;
+            ``python -m recipes.default_model.mouth_interior_color``).
         norm_num_groups (`int`): GroupNorm groups of the plain ResNet blocks (FAT blocks use 32).
         num_landmarks (`int`): 478 MediaPipe points.
 
@@ -182,7 +184,7 @@ class EmoTalkGeneratorConfig(_StrictConfig):
     tps_contact_regularization: float = 1e-3
     tps_border_points: int = 5
     mouth_interior: str = "spline"
-    cavity_color: tuple[float, ...] | list[float] = (0.2, 0.08, 0.08)
+    cavity_color: tuple[float, ...] | list[float] = (0.49, 0.32, 0.31)
     norm_num_groups: int = 8
     num_landmarks: int = 478
 

@@ -269,7 +269,16 @@ def test_the_visemes_cover_exactly_the_training_phone_inventory():
 
 
 @pytest.mark.parametrize(
-    "script", ["corpus", "teacher_dataset", "calibrate_emotions", "evaluate_stage1", "evaluate_stage2", "stage2_grids"]
+    "script",
+    [
+        "corpus",
+        "teacher_dataset",
+        "calibrate_emotions",
+        "evaluate_stage1",
+        "evaluate_stage2",
+        "stage2_grids",
+        "mouth_interior_color",
+    ],
 )
 def test_recipe_scripts_run_from_the_repository_root(script):
     """The documented commands: ``python -m recipes.default_model.<script>`` from the checkout, nothing installed."""
