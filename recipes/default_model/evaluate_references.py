@@ -52,6 +52,9 @@ def main() -> int:
     parser.add_argument("--stride", type=int, default=2)
     parser.add_argument("--max_frames", type=int, default=250, help="frames per clip (0: all; 250 = 10 s)")
     parser.add_argument("--search_seconds", type=float, default=3.0, help="where the widest mouth is looked for")
+    parser.add_argument(
+        "--clips", nargs="+", default=None, help="only the clips whose id contains one of these strings"
+    )
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
 
@@ -64,7 +67,10 @@ def main() -> int:
     generator = load_generator(args.model)
     fps = float(index["fps"])
     report: dict = {"dataset": args.dataset_dir, "model": args.model, "clips": {}}
-    for clip in select_clips(index, args.split, 2, False):
+    clips = select_clips(index, args.split, 2, False)
+    if args.clips:
+        clips = [clip for clip in clips if any(part in clip["id"] for part in args.clips)]
+    for clip in clips:
         truth = reader.read(clip["shard"], "crops")
         marks = reader.read(clip["shard"], "landmarks").astype(np.float32)
         if args.max_frames:
