@@ -386,19 +386,22 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
 
     def rigid_mouth(
         self, source_landmarks: torch.Tensor, driving: torch.Tensor, grid: torch.Tensor, feature_grids: list
-    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``mouth_interior="rigid"``: :func:`.warp.mouth_interior_grid` on the image grid and on each feature grid.
 
         ``source_landmarks`` ``(B_s, K, N, 3)``, ``driving`` ``(B, N, 3)``, grids ``(B * K, s, s, 2)``; returns the
-        grids and the image-size cavity weight ``(B * K, 1, S, S)``.
+        grids and the cavity weights ``(B * K, 1, s, s)``, the image's first. In the cavity every row would sample
+        the same source row (the edge of a lip's band), which repeats its features down the opening as vertical
+        stripes; the caller blanks the warped features there and paints the image with ``cavity_color``.
         """
         batch, refs = driving.shape[0], source_landmarks.shape[1]
         sources = source_landmarks.expand(batch, -1, -1, -1).flatten(0, 1)
         drivings = driving.repeat_interleave(refs, dim=0)
         upper, lower = (torch.tensor(lip, device=grid.device) for lip in (LIPS_INNER_UPPER, LIPS_INNER_LOWER))
-        grid, cavity = mouth_interior_grid(grid, sources, drivings, upper, lower)
-        feature_grids = [mouth_interior_grid(g, sources, drivings, upper, lower)[0] for g in feature_grids]
-        return grid, cavity, feature_grids
+        grids, cavities = zip(
+            *(mouth_interior_grid(g, sources, drivings, upper, lower) for g in (grid, *feature_grids)), strict=True
+        )
+        return list(grids), list(cavities)
 
     def forward(
         self,
@@ -446,9 +449,9 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             ridge,
         )
 
-        cavity = None
+        cavities = None
         if self.config.mouth_interior == "rigid":
-            grid, cavity, feature_grids = self.rigid_mouth(source.landmarks, driving, grid, feature_grids)
+            (grid, *feature_grids), cavities = self.rigid_mouth(source.landmarks, driving, grid, feature_grids)
 
         heatmaps = rasterize_landmarks(
             driving, self.landmark_groups, self.config.heatmap_size, self.config.heatmap_sigma
@@ -460,13 +463,15 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         warped_features, weights = [], None
         for level, (feature, feature_grid) in enumerate(zip(source.features, feature_grids, strict=True)):
             warped = warp_references(feature, feature_grid, batch)
+            if cavities is not None:
+                warped = warped * (1 - cavities[level + 1].unflatten(0, (batch, refs)))
             fused, level_weights = self.fuse[level](warped, condition64)
             warped_features.append(fused.contiguous(memory_format=CHANNELS_LAST))
             weights = level_weights if weights is None else weights
         warped_image = warp_references(source.pixel_values, grid, batch, padding_mode="reflection")
-        if cavity is not None:
+        if cavities is not None:
             color = warped_image.new_tensor(self.config.cavity_color)[:, None, None]
-            warped_image = torch.lerp(warped_image, color, cavity.unflatten(0, (batch, refs)))
+            warped_image = torch.lerp(warped_image, color, cavities[0].unflatten(0, (batch, refs)))
         if refs > 1:  # the finest level's per-pixel reference weights also fuse the images
             weights = F.interpolate(weights, size=(size, size), mode="bilinear", align_corners=False)
             warped_image = (weights.unsqueeze(2) * warped_image).sum(1)
