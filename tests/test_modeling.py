@@ -471,3 +471,19 @@ def test_auto_model_resolves_each_model_type(tmp_path, config):
     loaded = AutoModel.from_pretrained(tmp_path)
     assert loaded.config.model_type == cfg.model_type
     assert type(AutoConfig.from_pretrained(tmp_path)) is type(cfg)
+
+
+def test_the_spline_solves_after_torch_set_num_threads():
+    """torch 2.13's batched CPU solve fails on 163-point systems once torch.set_num_threads(2) was called (as a user
+    or a benchmark may); the spline fit must not (a fresh process: the failure needs that call before any solve)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(2); from modeling_emotalk.warp import fit_tps; "
+        "c = torch.rand(8, 160, 2); t = torch.rand(8, 160, 2); "
+        "k = fit_tps(c, t, 1e-2); print(float((k[:, :160].sum(1)).abs().max()))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert float(result.stdout.strip().splitlines()[-1]) < 1e-3  # the kernel weights of a TPS sum to zero
