@@ -37,8 +37,9 @@ DEFAULT_AUDIO_ENCODER = {
 
 
 FAT_NORM_GROUPS = 32
-MOUTH_INTERIORS = ("spline", "rigid")
 """GroupNorm groups inside the generator's FAT blocks (diffusers' SpatialNorm): their channels must divide by it."""
+MOUTH_INTERIORS = ("spline", "rigid")
+"""The values of ``EmoTalkGeneratorConfig.mouth_interior``."""
 
 # Keys that PreTrainedConfig takes (or drops) from config.json besides its dataclass fields.
 _PRETRAINED_KEYS = frozenset(

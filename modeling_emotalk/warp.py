@@ -223,8 +223,8 @@ def mouth_interior_grid(
     the whole driving opening: tall columns of teeth, horizontal stripes. Inside the driving inner-lip contour, where
     its gap at a column exceeds the source's, the band of the source's opening next to each lip moves rigidly with
     that lip (upper teeth with the upper lip, lower teeth with the lower lip) and the middle is returned as a cavity
-    weight, which the caller fills (a dark mouth interior for the network to refine). Columns where the mouth is no
-    wider than the source's keep the spline.
+    weight, which the caller fills (a mouth-interior colour for the network to refine). Columns where the mouth is
+    no wider than the source's keep the spline.
 
     Args:
         grid: ``(B, S, S, 2)`` backward grid (driving pixel → source location), normalized coordinates.

@@ -336,8 +336,7 @@ class GeneratorPairDataset(_AddressedDataset):
         self.cross_clip_references = float(cross_clip_references)
         self.closed_mouth_references = float(closed_mouth_references)
         self.blink_windows = float(blink_windows)
-        self._lip_gaps: dict[str, np.ndarray] = {}
-        self._eye_gaps: dict[str, np.ndarray] = {}
+        self._openings_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.same_speaker = {
             clip["id"]: [other for other in self.clips if other["speaker"] == clip["speaker"] and other is not clip]
             for clip in self.clips
@@ -365,23 +364,23 @@ class GeneratorPairDataset(_AddressedDataset):
             **self.labels(clip),
         }
 
-    def lip_gap(self, clip: dict) -> np.ndarray:
-        """``(N,)`` inner-lip gap of every frame of ``clip`` (crop units; read once per clip)."""
-        if clip["id"] not in self._lip_gaps:
+    def _openings(self, clip: dict) -> tuple[np.ndarray, np.ndarray]:
+        """``(N,)`` inner-lip gap and mean eyelid gap of both eyes per frame of ``clip`` (crop units; read once)."""
+        if clip["id"] not in self._openings_cache:
             landmarks = self.reader.read(clip["shard"], "landmarks")
-            self._lip_gaps[clip["id"]] = (
-                landmarks[:, LOWER_LIP_CENTER_INNER, 1] - landmarks[:, UPPER_LIP_CENTER_INNER, 1]
-            )
-        return self._lip_gaps[clip["id"]]
-
-    def eye_gap(self, clip: dict) -> np.ndarray:
-        """``(N,)`` mean upper-to-lower eyelid distance of both eyes (crop units; read once per clip)."""
-        if clip["id"] not in self._eye_gaps:
-            landmarks = self.reader.read(clip["shard"], "landmarks")
+            lips = landmarks[:, LOWER_LIP_CENTER_INNER, 1] - landmarks[:, UPPER_LIP_CENTER_INNER, 1]
             upper = landmarks[:, list(RIGHT_EYE_UPPER + LEFT_EYE_UPPER), 1].mean(1)
             lower = landmarks[:, list(RIGHT_EYE_LOWER + LEFT_EYE_LOWER), 1].mean(1)
-            self._eye_gaps[clip["id"]] = lower - upper
-        return self._eye_gaps[clip["id"]]
+            self._openings_cache[clip["id"]] = (lips, lower - upper)
+        return self._openings_cache[clip["id"]]
+
+    def lip_gap(self, clip: dict) -> np.ndarray:
+        """``(N,)`` inner-lip gap (points 13–14) of every frame of ``clip``, crop units."""
+        return self._openings(clip)[0]
+
+    def eye_gap(self, clip: dict) -> np.ndarray:
+        """``(N,)`` mean upper-to-lower eyelid distance of both eyes of every frame of ``clip``, crop units."""
+        return self._openings(clip)[1]
 
     def _closed_quarter(self, clip: dict, pool: np.ndarray) -> np.ndarray:
         """The frames of ``pool`` whose mouth is among its most closed quarter (at least one)."""
