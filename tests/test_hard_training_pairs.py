@@ -5,15 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from emotalk_common.topology import (
-    LEFT_EYE_LOWER,
-    LEFT_EYE_UPPER,
-    LOWER_LIP_CENTER_INNER,
-    RIGHT_EYE_LOWER,
-    RIGHT_EYE_UPPER,
-    UPPER_LIP_CENTER_INNER,
-)
-from emotalk_training.data import GeneratorPairDataset
+from emotalk_training.data import GeneratorPairDataset, openings
 from test_training import write_synthetic_dataset
 
 
@@ -24,8 +16,7 @@ def talking_clips(tmp_path_factory, face_crop):
 
 
 def _gap(landmarks) -> np.ndarray:
-    points = np.asarray(landmarks)
-    return points[..., LOWER_LIP_CENTER_INNER, 1] - points[..., UPPER_LIP_CENTER_INNER, 1]
+    return openings(landmarks.numpy())[0]
 
 
 @pytest.mark.parametrize("cross_clip", [0.0, 1.0])
@@ -64,9 +55,7 @@ def test_random_pairs_see_open_references_and_the_default_is_unchanged(talking_c
 
 
 def _eye_gap(landmarks) -> np.ndarray:
-    points = np.asarray(landmarks)
-    upper = points[..., list(RIGHT_EYE_UPPER + LEFT_EYE_UPPER), 1].mean(-1)
-    return points[..., list(RIGHT_EYE_LOWER + LEFT_EYE_LOWER), 1].mean(-1) - upper
+    return openings(landmarks.numpy())[1]
 
 
 def test_blink_windows_start_at_the_blink(talking_clips):

@@ -136,6 +136,16 @@ def select_clips(index: dict, split: str | None = "train", min_frames: int = 1, 
     return clips
 
 
+def openings(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inner-lip gap (points 13–14) and mean upper-to-lower eyelid distance of both eyes of ``(..., 478, 3)``
+    landmarks → two ``(...)`` arrays, crop units (negative y is up, so both grow as mouth and eyes open)."""
+    points = np.asarray(landmarks)
+    lips = points[..., LOWER_LIP_CENTER_INNER, 1] - points[..., UPPER_LIP_CENTER_INNER, 1]
+    upper = points[..., list(RIGHT_EYE_UPPER + LEFT_EYE_UPPER), 1].mean(-1)
+    lower = points[..., list(RIGHT_EYE_LOWER + LEFT_EYE_LOWER), 1].mean(-1)
+    return lips, lower - upper
+
+
 def normalize_audio(audio: np.ndarray, mean: float, std: float) -> np.ndarray:
     """Zero mean, unit variance with the clip's statistics (what ``Wav2Vec2FeatureExtractor`` does per input)."""
     return ((audio - mean) / math.sqrt(std**2 + 1e-7)).astype(np.float32)
@@ -365,13 +375,9 @@ class GeneratorPairDataset(_AddressedDataset):
         }
 
     def _openings(self, clip: dict) -> tuple[np.ndarray, np.ndarray]:
-        """``(N,)`` inner-lip gap and mean eyelid gap of both eyes per frame of ``clip`` (crop units; read once)."""
+        """:func:`openings` of every frame of ``clip`` (read once)."""
         if clip["id"] not in self._openings_cache:
-            landmarks = self.reader.read(clip["shard"], "landmarks")
-            lips = landmarks[:, LOWER_LIP_CENTER_INNER, 1] - landmarks[:, UPPER_LIP_CENTER_INNER, 1]
-            upper = landmarks[:, list(RIGHT_EYE_UPPER + LEFT_EYE_UPPER), 1].mean(1)
-            lower = landmarks[:, list(RIGHT_EYE_LOWER + LEFT_EYE_LOWER), 1].mean(1)
-            self._openings_cache[clip["id"]] = (lips, lower - upper)
+            self._openings_cache[clip["id"]] = openings(self.reader.read(clip["shard"], "landmarks"))
         return self._openings_cache[clip["id"]]
 
     def lip_gap(self, clip: dict) -> np.ndarray:
@@ -438,5 +444,6 @@ __all__ = [
     "LandmarkWindowDataset",
     "ShardReader",
     "normalize_audio",
+    "openings",
     "select_clips",
 ]

@@ -56,11 +56,9 @@ def clip_grids(reader, clip: dict, generators: list, output: Path) -> int:
 
 def most_closed_eyes(landmarks: np.ndarray) -> int:
     """The frame (after the source) whose mean upper-to-lower eyelid distance is smallest."""
-    from emotalk_common.topology import LEFT_EYE_LOWER, LEFT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER
+    from emotalk_training.data import openings
 
-    upper = landmarks[:, list(RIGHT_EYE_UPPER + LEFT_EYE_UPPER), 1].mean(1)
-    lower = landmarks[:, list(RIGHT_EYE_LOWER + LEFT_EYE_LOWER), 1].mean(1)
-    return 1 + int(np.argmin((lower - upper)[1:]))
+    return 1 + int(np.argmin(openings(landmarks)[1][1:]))
 
 
 def blink_strip(truth: np.ndarray, marks: np.ndarray, generators: list, path: Path) -> int:
