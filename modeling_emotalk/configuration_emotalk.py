@@ -6,6 +6,7 @@ import difflib
 from dataclasses import fields
 from typing import Any
 
+import torch
 from emotalk_common.constants import EMOTION_LABELS
 from transformers import GenerationConfig, PreTrainedConfig, Wav2Vec2Config
 from transformers.configuration_utils import SubConfigSpec
@@ -38,7 +39,7 @@ DEFAULT_AUDIO_ENCODER = {
 
 FAT_NORM_GROUPS = 32
 """GroupNorm groups inside the generator's FAT blocks (diffusers' SpatialNorm): their channels must divide by it."""
-MOUTH_INTERIORS = ("spline", "rigid")
+MOUTH_INTERIORS = ("spline", "rigid", "prior")
 """The values of ``EmoTalkGeneratorConfig.mouth_interior``."""
 
 # Keys that PreTrainedConfig takes (or drops) from config.json besides its dataclass fields.
@@ -158,10 +159,17 @@ class EmoTalkGeneratorConfig(_StrictConfig):
             the spline's stretch of whatever lies between the source's lips (tall teeth, stripes). ``"rigid"``: the
             band of the source's opening next to each lip moves with that lip (upper teeth with the upper lip,
             lower teeth with the lower lip) and the gap between them is filled with ``cavity_color`` for the network
-            to refine (``warp.mouth_interior_grid``).
+            to refine (``warp.mouth_interior_grid``). ``"prior"``: the same, with the gap filled with ``mouth_prior``.
         cavity_color (`list[float]`): RGB in [0, 1] of the mouth cavity with ``mouth_interior="rigid"``; the default
             is the median over the training videos of the mean colour inside open mouths (tongue, teeth and shadow;
-            ``python -m recipes.default_model.mouth_interior_color``).
+            ``python -m recipes.default_model.mouth_interior_prior``).
+        mouth_prior (`dict`, *optional*): the mean interior of open mouths, for ``mouth_interior="prior"``, in the
+            mouth's own coordinates (corner to corner, upper inner lip to lower): ``"openings"``, increasing widest
+            inner-lip gaps over the mouth's width; ``"texture"``, one ``[3][V][U]`` RGB texture in [0, 1] per
+            opening; ``"lip_color"``, the mean lip RGB of the frames it was measured on. The generator paints the
+            texture of the driving mouth's opening, scaled by the source's lip brightness (mean of RGB) over
+            ``lip_color``'s (lighting), where the mouth opens wider than the source's (``python -m
+            recipes.default_model.mouth_interior_prior`` measures it on a prepared dataset).
         norm_num_groups (`int`): GroupNorm groups of the plain ResNet blocks (FAT blocks use 32).
         num_landmarks (`int`): 478 MediaPipe points.
 
@@ -186,6 +194,7 @@ class EmoTalkGeneratorConfig(_StrictConfig):
     tps_border_points: int = 5
     mouth_interior: str = "spline"
     cavity_color: tuple[float, ...] | list[float] = (0.49, 0.32, 0.31)
+    mouth_prior: dict | None = None
     norm_num_groups: int = 8
     num_landmarks: int = 478
 
@@ -204,6 +213,7 @@ class EmoTalkGeneratorConfig(_StrictConfig):
             or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0 <= c <= 1 for c in color)
         ):
             raise ValueError(f"cavity_color must be three numbers in [0, 1] (RGB), got {color!r}")
+        _check_mouth_prior(self.mouth_prior, required=self.mouth_interior == "prior")
         channels = self.block_out_channels
         if (
             not isinstance(channels, (tuple, list))
@@ -219,6 +229,41 @@ class EmoTalkGeneratorConfig(_StrictConfig):
                 f"block_out_channels {tuple(channels)} must be multiples of norm_num_groups={groups}, and the last "
                 f"two multiples of {FAT_NORM_GROUPS} (the FAT blocks' GroupNorm)"
             )
+
+
+def _check_mouth_prior(prior: dict | None, required: bool) -> None:
+    """Raise ``ValueError`` naming what is wrong with ``EmoTalkGeneratorConfig.mouth_prior``."""
+    if prior is None:
+        if required:
+            raise ValueError('mouth_interior="prior" needs mouth_prior (openings, texture, lip_color); got None')
+        return
+    expected = (
+        "a dict of openings (increasing numbers), texture ([opening][3][V][U] in [0, 1]), lip_color (3 in (0, 1])"
+    )
+    if not isinstance(prior, dict) or set(prior) != {"openings", "texture", "lip_color"}:
+        raise ValueError(
+            f"mouth_prior must be {expected}; got keys {sorted(prior) if isinstance(prior, dict) else prior!r}"
+        )
+    try:
+        openings = torch.tensor(prior["openings"], dtype=torch.float64)
+        texture = torch.tensor(prior["texture"], dtype=torch.float64)
+        lip = torch.tensor(prior["lip_color"], dtype=torch.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"mouth_prior must be {expected}; {error}") from None
+    if (
+        openings.ndim != 1
+        or len(openings) < 1
+        or not bool((openings.diff() > 0).all())
+        or texture.ndim != 4
+        or texture.shape[:2] != (len(openings), 3)
+        or not bool(((texture >= 0) & (texture <= 1)).all())
+        or lip.shape != (3,)
+        or not bool(((lip > 0) & (lip <= 1)).all())
+    ):
+        raise ValueError(
+            f"mouth_prior must be {expected}; got openings {tuple(openings.shape)}, texture {tuple(texture.shape)}, "
+            f"lip_color {tuple(lip.shape)}"
+        )
 
 
 class EmoTalkConfig(_StrictConfig):

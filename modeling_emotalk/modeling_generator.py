@@ -29,8 +29,23 @@ from transformers.utils import ModelOutput
 
 from .configuration_emotalk import EmoTalkGeneratorConfig
 from .errors import EmoTalkInputError
-from .landmarks import LANDMARK_GROUPS, LIPS_INNER_LOWER, LIPS_INNER_UPPER, NUM_LANDMARKS
-from .warp import landmark_flows, mouth_interior_grid, rasterize_landmarks, warp
+from .landmarks import (
+    LANDMARK_GROUPS,
+    LIPS_INNER_LOWER,
+    LIPS_INNER_UPPER,
+    LIPS_OUTER_LOWER,
+    LIPS_OUTER_UPPER,
+    NUM_LANDMARKS,
+)
+from .warp import (
+    landmark_flows,
+    lip_color,
+    mouth_coordinates,
+    mouth_interior_grid,
+    mouth_prior_texture,
+    rasterize_landmarks,
+    warp,
+)
 
 CHANNELS_LAST = torch.channels_last
 CONV_PRECISIONS = ("auto", "float32", "bfloat16")
@@ -403,6 +418,31 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         )
         return list(grids), list(cavities)
 
+    def mouth_prior_fill(
+        self, source_images: torch.Tensor, sources: torch.Tensor, drivings: torch.Tensor
+    ) -> torch.Tensor:
+        """``mouth_interior="prior"``: the learned mean mouth interior ``(B * K, 3, S, S)`` laid into each driving
+        mouth (``config.mouth_prior``'s texture at the driving mouth's opening), as bright as each reference's lips.
+
+        ``source_images`` ``(B * K, 3, S, S)``, ``sources`` and ``drivings`` ``(B * K, N, 2+)``.
+        """
+        prior, size = self.config.mouth_prior, source_images.shape[-1]
+        dtype = source_images.dtype
+        upper, lower = (torch.tensor(lip, device=drivings.device) for lip in (LIPS_INNER_UPPER, LIPS_INNER_LOWER))
+        coordinates, opening = mouth_coordinates(drivings.to(dtype), upper, lower, size)
+        texture = mouth_prior_texture(
+            torch.tensor(prior["texture"], dtype=dtype, device=drivings.device),
+            torch.tensor(prior["openings"], dtype=dtype, device=drivings.device),
+            opening,
+        )
+        outer = torch.tensor(LIPS_OUTER_UPPER + LIPS_OUTER_LOWER, device=drivings.device)
+        inner = torch.tensor(LIPS_INNER_UPPER + LIPS_INNER_LOWER, device=drivings.device)
+        # brightness only: scaled per channel, a lipstick would tint the teeth
+        brightness = lip_color(source_images, sources.to(dtype), outer, inner).mean(1)
+        scale = brightness / source_images.new_tensor(prior["lip_color"]).mean()
+        fill = F.grid_sample(texture, coordinates, mode="bilinear", padding_mode="border", align_corners=False)
+        return (fill * scale[:, None, None, None]).clamp(0, 1)
+
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -450,7 +490,7 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         )
 
         cavities = None
-        if self.config.mouth_interior == "rigid":
+        if self.config.mouth_interior in ("rigid", "prior"):
             (grid, *feature_grids), cavities = self.rigid_mouth(source.landmarks, driving, grid, feature_grids)
 
         heatmaps = rasterize_landmarks(
@@ -470,8 +510,15 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             weights = level_weights if weights is None else weights
         warped_image = warp_references(source.pixel_values, grid, batch, padding_mode="reflection")
         if cavities is not None:
-            color = warped_image.new_tensor(self.config.cavity_color)[:, None, None]
-            warped_image = torch.lerp(warped_image, color, cavities[0].unflatten(0, (batch, refs)))
+            if self.config.mouth_interior == "prior":
+                fill = self.mouth_prior_fill(
+                    source.pixel_values.expand(batch, -1, -1, -1, -1).flatten(0, 1),
+                    source.landmarks.expand(batch, -1, -1, -1).flatten(0, 1),
+                    driving.repeat_interleave(refs, dim=0),
+                ).unflatten(0, (batch, refs))
+            else:
+                fill = warped_image.new_tensor(self.config.cavity_color)[:, None, None]
+            warped_image = torch.lerp(warped_image, fill, cavities[0].unflatten(0, (batch, refs)))
         if refs > 1:  # the finest level's per-pixel reference weights also fuse the images
             weights = F.interpolate(weights, size=(size, size), mode="bilinear", align_corners=False)
             warped_image = (weights.unsqueeze(2) * warped_image).sum(1)

@@ -263,3 +263,74 @@ def mouth_interior_grid(
     depth = torch.minimum(below_top, above_bottom) - band[:, None, :]  # distance into the cavity
     cavity = (depth * size / 2 / feather).clamp(0, 1) * inside
     return grid, cavity[:, None].to(grid.dtype)
+
+
+def mouth_coordinates(
+    landmarks: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pixel's place in the mouth of ``landmarks`` ``(B, N, 2+)``: across it from corner to corner and down it
+    from the upper inner lip to the lower, both mapped to [-1, 1] (a ``grid_sample`` grid into a texture of the
+    mouth's interior); and the mouth's opening, its widest inner-lip gap over its width ``(B,)``.
+
+    Returns:
+        ``(B, S, S, 2)`` texture coordinates (outside the opening they run past [-1, 1]) and ``(B,)`` openings.
+    """
+    points = landmarks[..., :2]
+    (xu, yu), (xl, yl) = _lip_curves(points, upper, lower)
+    left, right = torch.maximum(xu[:, :1], xl[:, :1]), torch.minimum(xu[:, -1:], xl[:, -1:])
+    width = (right - left).clamp_min(1e-4)
+    axis = pixel_centres(size, device=points.device, dtype=points.dtype)
+    columns = axis.expand(points.shape[0], size)
+    top, bottom = _interp(columns, xu, yu), _interp(columns, xl, yl)  # (B, S)
+    across = (columns - left) / width * 2 - 1
+    down = (axis[None, :, None] - top[:, None, :]) / (bottom - top).clamp_min(1e-4)[:, None, :] * 2 - 1
+    coordinates = torch.stack([across[:, None, :].expand_as(down), down], dim=-1)
+    inside = (columns > left) & (columns < right)
+    opening = torch.where(inside, bottom - top, torch.zeros_like(top)).amax(1) / width[:, 0]
+    return coordinates, opening
+
+
+def mouth_texture_grid(
+    landmarks: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, rows: int, columns: int
+) -> torch.Tensor:
+    """The inverse of :func:`mouth_coordinates`: where each texel centre of a ``rows`` × ``columns`` mouth texture
+    lies in the image of ``landmarks`` ``(B, N, 2+)`` → a ``(B, rows, columns, 2)`` ``grid_sample`` grid (reading a
+    frame's mouth interior into the texture)."""
+    points = landmarks[..., :2]
+    (xu, yu), (xl, yl) = _lip_curves(points, upper, lower)
+    left, right = torch.maximum(xu[:, :1], xl[:, :1]), torch.minimum(xu[:, -1:], xl[:, -1:])
+    across = (torch.arange(columns, device=points.device, dtype=points.dtype) + 0.5) / columns
+    down = (torch.arange(rows, device=points.device, dtype=points.dtype) + 0.5) / rows
+    x = left + across * (right - left)  # (B, U)
+    top, bottom = _interp(x, xu, yu), _interp(x, xl, yl)
+    y = top[:, None, :] + down[None, :, None] * (bottom - top)[:, None, :]
+    return torch.stack([x[:, None, :].expand_as(y), y], dim=-1)
+
+
+def lip_color(images: torch.Tensor, landmarks: torch.Tensor, outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """Mean RGB ``(B, 3)`` of ``images`` ``(B, 3, S, S)`` halfway between each outer lip point and its inner one.
+
+    ``outer`` and ``inner`` are paired contours of the same length (corner to corner); the corners are skipped.
+    """
+    middle = (landmarks[:, outer[1:-1], :2] + landmarks[:, inner[1:-1], :2]) / 2
+    samples = F.grid_sample(images, middle[:, None].to(images.dtype), align_corners=False)  # (B, 3, 1, P)
+    return samples.mean((2, 3))
+
+
+def opening_weights(opening: torch.Tensor, openings: torch.Tensor) -> torch.Tensor:
+    """``(B, O)``: each ``opening`` ``(B,)`` shared linearly between its two nearest of the increasing ``openings``
+    ``(O,)`` (all on the first or last beyond the ends)."""
+    if len(openings) == 1:
+        return torch.ones(len(opening), 1, dtype=openings.dtype, device=openings.device)
+    x = opening.to(openings.dtype).clamp(openings[0], openings[-1])
+    index = torch.searchsorted(openings, x.contiguous()).clamp(1, len(openings) - 1)
+    t = (x - openings[index - 1]) / (openings[index] - openings[index - 1])
+    weights = torch.zeros(len(x), len(openings), dtype=openings.dtype, device=openings.device)
+    weights.scatter_(1, (index - 1)[:, None], (1 - t)[:, None])
+    return weights.scatter_add(1, index[:, None], t[:, None])
+
+
+def mouth_prior_texture(texture: torch.Tensor, openings: torch.Tensor, opening: torch.Tensor) -> torch.Tensor:
+    """The mean mouth interior at each ``opening`` ``(B,)``: ``texture`` ``(O, 3, V, U)``, one per value of
+    ``openings`` ``(O,)``, mixed with :func:`opening_weights` → ``(B, 3, V, U)``."""
+    return torch.einsum("bo,ochw->bchw", opening_weights(opening, openings).to(texture.dtype), texture)

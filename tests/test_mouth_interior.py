@@ -1,4 +1,5 @@
-"""The rigid mouth interior (``mouth_interior="rigid"``): teeth follow their lip, the gap between is a cavity."""
+"""The rigid mouth interior (``mouth_interior="rigid"``): teeth follow their lip, the gap between is a cavity, filled
+with one colour or (``"prior"``) with the mean interior of open mouths measured on video."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import torch
 from emotalk_common import topology as L
 
 from modeling_emotalk import EmoTalkGenerator, EmoTalkGeneratorConfig
-from modeling_emotalk.warp import landmark_flow, mouth_interior_grid, pixel_centres
+from modeling_emotalk.warp import (
+    landmark_flow,
+    lip_color,
+    mouth_coordinates,
+    mouth_interior_grid,
+    mouth_prior_texture,
+    mouth_texture_grid,
+    opening_weights,
+    pixel_centres,
+)
 
 UPPER, LOWER = torch.tensor(L.LIPS_INNER_UPPER), torch.tensor(L.LIPS_INNER_LOWER)
 SIZE = 256
@@ -62,7 +72,7 @@ def test_a_wider_mouth_moves_teeth_with_their_lips_and_opens_a_cavity(faces):
 
 def test_the_rigid_generator_fills_the_cavity_and_equals_the_spline_at_rest(faces):
     source, opened = faces
-    kwargs = dict(block_out_channels=(32, 32, 32), landmark_channels=32, num_fat_blocks=1, flow_size=16, heatmap_size=32)  # fmt: skip
+    kwargs = TINY
     image = torch.rand(1, 3, SIZE, SIZE)
     out = {}
     for mode in ("spline", "rigid"):
@@ -77,9 +87,98 @@ def test_the_rigid_generator_fills_the_cavity_and_equals_the_spline_at_rest(face
     assert (out["spline"][1][0, :, (top + bottom) // 2, column] - middle).abs().max() > 0.05
 
 
+TINY = dict(block_out_channels=(32, 32, 32), landmark_channels=32, num_fat_blocks=1, flow_size=16, heatmap_size=32)  # fmt: skip
+
+
+def _prior(texture: torch.Tensor, openings=(0.1, 0.5), lip=(0.5, 0.4, 0.3)) -> dict:
+    return {"openings": list(openings), "texture": texture.tolist(), "lip_color": list(lip)}
+
+
 @pytest.mark.parametrize(
-    ("key", "value"), [("mouth_interior", "stretch"), ("cavity_color", (0.2, 0.1)), ("cavity_color", (0, 0, 2))]
+    ("key", "value"),
+    [
+        ("mouth_interior", "stretch"),
+        ("cavity_color", (0.2, 0.1)),
+        ("cavity_color", (0, 0, 2)),
+        ("mouth_prior", {"openings": [0.1], "texture": [[[[0.5]]] * 3]}),  # no lip_color
+        ("mouth_prior", _prior(torch.full((2, 3, 4, 4), 0.5), openings=(0.5, 0.1))),  # not increasing
+        ("mouth_prior", _prior(torch.full((1, 3, 4, 4), 0.5))),  # one texture for two openings
+        ("mouth_prior", _prior(torch.full((2, 3, 4, 4), 1.5))),  # not a colour
+        ("mouth_prior", _prior(torch.full((2, 3, 4, 4), 0.5), lip=(0, 0.4, 0.3))),  # would divide by zero
+    ],
 )
 def test_bad_mouth_interior_settings_are_refused(key, value):
     with pytest.raises(ValueError, match=key):
         EmoTalkGeneratorConfig(**{key: value})
+
+
+def test_a_prior_interior_needs_its_texture():
+    with pytest.raises(ValueError, match="mouth_prior"):
+        EmoTalkGeneratorConfig(mouth_interior="prior")
+
+
+def test_mouth_coordinates_invert_the_texture_grid(faces):
+    """A texel read from the image (``mouth_texture_grid``) is where the painted texture puts it back."""
+    opened = faces[1]
+    grid = mouth_texture_grid(opened, UPPER, LOWER, 8, 12)  # (1, 8, 12, 2) image positions of the texel centres
+    coordinates, opening = mouth_coordinates(opened, UPPER, LOWER, SIZE)
+    sampled = torch.nn.functional.grid_sample(
+        coordinates.permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False
+    ).permute(0, 2, 3, 1)
+    texels = torch.stack(
+        torch.meshgrid((torch.arange(8) + 0.5) / 8 * 2 - 1, (torch.arange(12) + 0.5) / 12 * 2 - 1, indexing="ij")[
+            ::-1
+        ],
+        dim=-1,
+    )
+    # (the corner columns, where the gap is a pixel or two, change faster than bilinear reading can follow)
+    torch.testing.assert_close(sampled[0, :, 1:-1], texels[:, 1:-1], atol=0.03, rtol=0)
+    x = opened[0, list(L.LIPS_INNER_UPPER), 0]
+    width = float(x.max() - x.min())
+    assert abs(float(opening[0]) - float(opened[0, 14, 1] - opened[0, 13, 1]) / width) < 0.1  # about the centre gap
+
+
+def test_opening_weights_interpolate_between_the_nearest_openings():
+    openings = torch.tensor([0.1, 0.3, 0.6])
+    weights = opening_weights(torch.tensor([0.0, 0.1, 0.2, 0.45, 0.9]), openings)
+    expected = torch.tensor([[1, 0, 0], [1, 0, 0], [0.5, 0.5, 0], [0, 0.5, 0.5], [0, 0, 1.0]])
+    torch.testing.assert_close(weights, expected)
+    texture = torch.arange(3.0)[:, None, None, None].expand(3, 3, 2, 2)
+    torch.testing.assert_close(
+        mouth_prior_texture(texture, openings, torch.tensor([0.45]))[0], torch.full((3, 2, 2), 1.5)
+    )
+
+
+def test_lip_color_reads_between_the_lip_contours(faces):
+    source = faces[0]
+    image = torch.zeros(1, 3, SIZE, SIZE)
+    image[:, 0] = 0.8  # red everywhere; green only on the rows of the lips
+    rows = ((source[0, list(L.LIPS), 1] + 1) * SIZE / 2).tolist()
+    image[:, 1, int(min(rows)) : int(max(rows)) + 1] = 0.6
+    outer = torch.tensor(L.LIPS_OUTER_UPPER + L.LIPS_OUTER_LOWER)
+    inner = torch.tensor(L.LIPS_INNER_UPPER + L.LIPS_INNER_LOWER)
+    torch.testing.assert_close(lip_color(image, source, outer, inner)[0], torch.tensor([0.8, 0.6, 0.0]))
+
+
+def test_the_prior_generator_paints_the_texture_of_the_opening_in_the_sources_lip_colour(faces):
+    """Untrained (the pure warp), the middle of a mouth opened wider than the source's is the prior texture at the
+    driving mouth's opening, scaled by the source's lip brightness over the prior's; at rest nothing changes."""
+    source, opened = faces
+    texture = torch.zeros(2, 3, 4, 6)
+    texture[0], texture[1] = 0.2, torch.tensor([0.3, 0.2, 0.1])[:, None, None]  # closed: grey; open: brown
+    prior = _prior(texture, openings=(0.0, 1.0), lip=(0.5, 0.5, 0.5))
+    image = torch.rand(1, 3, SIZE, SIZE)
+    out = {}
+    for mode in ("spline", "prior"):
+        torch.manual_seed(0)
+        generator = EmoTalkGenerator(EmoTalkGeneratorConfig(mouth_interior=mode, mouth_prior=prior, **TINY)).eval()
+        with torch.no_grad():
+            out[mode] = [generator(image, source, driving).frames for driving in (source, opened)]
+    torch.testing.assert_close(out["prior"][0], out["spline"][0], atol=0, rtol=0)
+    _, opening = mouth_coordinates(opened, UPPER, LOWER, SIZE)
+    expected = torch.lerp(texture[0, :, 0, 0], texture[1, :, 0, 0], opening[0])
+    outer = torch.tensor(L.LIPS_OUTER_UPPER + L.LIPS_OUTER_LOWER)
+    inner = torch.tensor(L.LIPS_INNER_UPPER + L.LIPS_INNER_LOWER)
+    expected = expected * lip_color(image, source, outer, inner)[0].mean() / 0.5  # brightness, not hue
+    column, top, bottom = _column_and_rows(opened)
+    torch.testing.assert_close(out["prior"][1][0, :, (top + bottom) // 2, column], expected, atol=1e-4, rtol=0)

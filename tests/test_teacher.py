@@ -277,7 +277,7 @@ def test_the_visemes_cover_exactly_the_training_phone_inventory():
         "evaluate_stage1",
         "evaluate_stage2",
         "stage2_grids",
-        "mouth_interior_color",
+        "mouth_interior_prior",
     ],
 )
 def test_recipe_scripts_run_from_the_repository_root(script):
