@@ -4,6 +4,7 @@
     python benchmarks/model_speed.py --reference-ref cc68c5c   # side by side with the stage 2 of that commit
     python benchmarks/model_speed.py --reference-ref cc68c5c --psnr-ref 8c82e4b   # + PSNR against another commit
     python benchmarks/model_speed.py --reference-ref cc68c5c --process-pairs 3   # + old/new in fresh processes
+    python benchmarks/model_speed.py --reference-checkpoint DIR   # today's code, another checkpoint's config as "old"
 
 Whole forward passes, no gradient, float32 on CPU (or CUDA when available). Stage 2 renders the astronaut
 photo (scikit-image) aligned by the face processor, driven by landmarks that open the mouth and raise the
@@ -258,6 +259,9 @@ def main() -> None:
         "--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model folder (random weights if absent)"
     )
     parser.add_argument("--reference-ref", default=None, help="git commit whose stage 2 to time side by side")
+    parser.add_argument(
+        "--reference-checkpoint", default=None, help="model folder whose stage 2 (today's code) to time side by side"
+    )
     parser.add_argument("--psnr-ref", nargs="*", default=[], help="git commits to compare the frames with (untimed)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--skip-stage1", action="store_true")
@@ -268,6 +272,10 @@ def main() -> None:
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process ABAB (with --process-pairs)")
     parser.add_argument("--side", choices=("old", "new"), default=None, help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
+    if args.reference_checkpoint and (args.reference_ref or args.process_pairs):
+        parser.error(
+            "--reference-checkpoint times today's code in this process: not with --reference-ref or --process-pairs"
+        )
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
@@ -289,6 +297,8 @@ def main() -> None:
         },
     }
     old = reference_generator(args.reference_ref, stage2) if args.reference_ref else None
+    if args.reference_checkpoint:
+        old = load_model(args.reference_checkpoint, device).generator
     with torch.inference_mode():
         inputs = astronaut_inputs(stage2.config.image_size, max(args.batches), device)
         results["matmul_1024_gflops"] = round(matmul_gflops(args.repeats, device), 1)

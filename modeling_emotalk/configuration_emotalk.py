@@ -159,7 +159,8 @@ class EmoTalkGeneratorConfig(_StrictConfig):
             the spline's stretch of whatever lies between the source's lips (tall teeth, stripes). ``"rigid"``: the
             band of the source's opening next to each lip moves with that lip (upper teeth with the upper lip,
             lower teeth with the lower lip) and the gap between them is filled with ``cavity_color`` for the network
-            to refine (``warp.mouth_interior_grid``). ``"prior"``: the same, with the gap filled with ``mouth_prior``.
+            to refine (``warp.mouth_interior_grid``). ``"prior"``: the same, with the gap filled with ``mouth_prior``,
+            the mean interior of open mouths (upper teeth under the upper lip, shadow, tongue and lower teeth).
         cavity_color (`list[float]`): RGB in [0, 1] of the mouth cavity with ``mouth_interior="rigid"``; the default
             is the median over the training videos of the mean colour inside open mouths (tongue, teeth and shadow;
             ``python -m recipes.default_model.mouth_interior_prior``).

@@ -402,12 +402,14 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
     def rigid_mouth(
         self, source_landmarks: torch.Tensor, driving: torch.Tensor, grid: torch.Tensor, feature_grids: list
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """``mouth_interior="rigid"``: :func:`.warp.mouth_interior_grid` on the image grid and on each feature grid.
+        """``mouth_interior="rigid"`` or ``"prior"``: :func:`.warp.mouth_interior_grid` on the image grid and on each
+        feature grid.
 
         ``source_landmarks`` ``(B_s, K, N, 3)``, ``driving`` ``(B, N, 3)``, grids ``(B * K, s, s, 2)``; returns the
         grids and the cavity weights ``(B * K, 1, s, s)``, the image's first. In the cavity every row would sample
         the same source row (the edge of a lip's band), which repeats its features down the opening as vertical
-        stripes; the caller blanks the warped features there and paints the image with ``cavity_color``.
+        stripes; the caller blanks the warped features there and paints the image with ``cavity_color`` (or the
+        :meth:`mouth_prior_fill`).
         """
         batch, refs = driving.shape[0], source_landmarks.shape[1]
         sources = source_landmarks.expand(batch, -1, -1, -1).flatten(0, 1)

@@ -182,3 +182,28 @@ def test_the_prior_generator_paints_the_texture_of_the_opening_in_the_sources_li
     expected = expected * lip_color(image, source, outer, inner)[0].mean() / 0.5  # brightness, not hue
     column, top, bottom = _column_and_rows(opened)
     torch.testing.assert_close(out["prior"][1][0, :, (top + bottom) // 2, column], expected, atol=1e-4, rtol=0)
+
+
+def test_the_prior_is_measured_inside_open_mouths_with_the_generators_geometry(faces):
+    """``mouth_interior_prior``: a frame's interior read into the texture, its lips' colour, one texture per opening."""
+    import cv2
+    import numpy as np
+
+    from recipes.default_model.mouth_interior_prior import fit_prior, interior_textures
+
+    landmarks = faces[1][0].numpy()  # an open mouth
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    to_pixels = lambda index: ((landmarks[list(index), :2] + 1) * SIZE / 2).astype(np.int32)  # noqa: E731
+    cv2.fillPoly(image, [to_pixels(L.LIPS_OUTER_UPPER + L.LIPS_OUTER_LOWER[::-1])], (150, 80, 80))  # lips
+    cv2.fillPoly(image, [to_pixels(L.LIPS_INNER_UPPER + L.LIPS_INNER_LOWER[::-1])], (30, 50, 70))  # interior
+    textures, opening, lips = interior_textures(np.stack([image, image]), np.stack([landmarks, landmarks]), 8, 12)
+    interior = torch.tensor([30, 50, 70]) / 255
+    torch.testing.assert_close(textures[0, :, 1:-1, 2:-2].mean((1, 2)), interior, atol=0.02, rtol=0)
+    torch.testing.assert_close(lips[0], torch.tensor([150, 80, 80]) / 255, atol=0.03, rtol=0)
+    torch.testing.assert_close(opening[0], mouth_coordinates(faces[1], UPPER, LOWER, 64)[1][0])
+    # two frames, one near each opening: each texture is (mostly) its own frame's
+    textures[1] = 1 - textures[1]
+    prior = fit_prior(textures, torch.tensor([0.1, 0.5]), lips, (0.1, 0.5))
+    assert prior["openings"] == [0.1, 0.5] and len(prior["texture"]) == 2
+    torch.testing.assert_close(torch.tensor(prior["texture"]), textures.clamp(0, 1), atol=1e-3, rtol=0)
+    EmoTalkGeneratorConfig(mouth_interior="prior", mouth_prior=prior)  # a valid config

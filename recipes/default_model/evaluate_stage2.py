@@ -14,7 +14,10 @@ ground-truth crop), the identity stand-in (dlib embedding cosine of 16 frames vs
 rigid-landmark jitter (MediaPipe tracked on the generated frames) and the suite's mouth sharpness (Laplacian
 variance of the tracked mouth crops, every frame) next to the ground-truth clip's, and how far the lids close at
 the clip's blinks: the eye aspect ratio re-detected on the generated frames where the real clip's is lowest (its
-most closed 5 % of frames; the real clip's own value beside it).
+most closed 5 % of frames; the real clip's own value beside it). ``open_mouth_psnr``: the mouth PSNR over the
+frames among the clip's most open quarter of mouths (inner-lip gap), where the mouth's interior has to be drawn.
+``--source closed`` takes the clip's most closed mouth as the reference instead of its first frame (how a portrait
+with closed lips is made to speak: the teeth cannot be copied from it).
 """
 
 from __future__ import annotations
@@ -90,6 +93,12 @@ def main() -> int:
     parser.add_argument(
         "--clips", nargs="+", default=None, help="only the clips whose id contains one of these strings"
     )
+    parser.add_argument(
+        "--source",
+        choices=("first", "closed"),
+        default="first",
+        help="the reference: the clip's first frame, or its most closed mouth (a closed-mouth portrait made to speak)",
+    )
     parser.add_argument("--output", default=None)
     parser.add_argument("--grids", default=None, help="folder for side-by-side PNGs source | models... | ground truth")
     parser.add_argument("--grid_frames", type=int, default=6)
@@ -100,7 +109,7 @@ def main() -> int:
     from emotalk_evaluation.mesh import track_mesh
     from emotalk_evaluation.motion import eye_aspect_ratio, rigid_jitter
     from emotalk_evaluation.sharpness import mouth_sharpness
-    from emotalk_training.data import ShardReader, select_clips
+    from emotalk_training.data import ShardReader, openings, select_clips
     from emotalk_training.prepare import load_index
     from PIL import Image
 
@@ -112,7 +121,7 @@ def main() -> int:
         clips = [clip for clip in clips if any(part in clip["id"] for part in args.clips)]
     models = dict(item.split("=", 1) for item in args.model)
     generators = {name: load_generator(folder) for name, folder in models.items()}
-    report = {"dataset": args.dataset_dir, "models": models, "clips": {}, "mean": {}}
+    report = {"dataset": args.dataset_dir, "source": args.source, "models": models, "clips": {}, "mean": {}}
     for clip in clips:
         started = time.perf_counter()
         truth = reader.read(clip["shard"], "crops")
@@ -120,7 +129,9 @@ def main() -> int:
         if args.max_frames:
             truth, marks = truth[: args.max_frames], marks[: args.max_frames]
         size = truth.shape[1]
-        source, source_marks = truth[0], marks[0]
+        lip_gap = openings(marks)[0]
+        first = int(np.argmin(lip_gap)) if args.source == "closed" else 0
+        source, source_marks = truth[first], marks[first]
         gt_mesh = track_mesh(truth)
         entry = {"video": clip["video"], "frames": len(truth), "gt_jitter_pct_iod": rigid_jitter(gt_mesh),
                  "gt_mouth_sharpness": mouth_sharpness(truth, gt_mesh)}  # fmt: skip
@@ -128,7 +139,9 @@ def main() -> int:
         blinks = blink_frames(gt_ear)
         entry["gt_blink_ear"] = float(np.nanmean(gt_ear[blinks]))
         boxes = mouth_boxes(marks, size)
-        picked = np.arange(1, len(truth), args.stride)  # frame 0 is the source itself
+        picked = np.arange(1, len(truth), args.stride)
+        picked = picked[picked != first]  # not the source itself (frame 0 by default)
+        wide = lip_gap[picked] >= np.quantile(lip_gap, 0.75)  # the clip's most open quarter of mouths
         outputs = {}
         for name, generator in generators.items():
             frames = reconstruct(generator, source, source_marks, marks)
@@ -142,7 +155,8 @@ def main() -> int:
                 ms.append(ssim(a, b))
             metrics["mouth_psnr"] = float(np.mean(mp))
             metrics["mouth_ssim"] = float(np.mean(ms))
-            ident = identity_group(frames[1:], source)
+            metrics["open_mouth_psnr"] = float(np.mean(np.asarray(mp)[wide])) if wide.any() else float("nan")
+            ident = identity_group(np.delete(frames, first, axis=0), source)
             metrics["identity_cos_mean"] = ident.get("csim_mean")
             metrics["identity_cos_min"] = ident.get("csim_min")
             mesh = track_mesh(frames)
@@ -150,7 +164,7 @@ def main() -> int:
             metrics["mouth_sharpness"] = mouth_sharpness(frames, mesh)
             metrics["blink_ear"] = float(np.nanmean(eye_aspect_ratio(mesh)[blinks]))
             entry[name] = {k: v for k, v in metrics.items() if not isinstance(v, str)}
-        gt_ident = identity_group(truth[1:], source)
+        gt_ident = identity_group(np.delete(truth, first, axis=0), source)
         entry["gt_identity_cos_mean"] = gt_ident.get("csim_mean")
         entry["seconds"] = round(time.perf_counter() - started, 1)
         report["clips"][clip["id"]] = entry
@@ -170,7 +184,7 @@ def main() -> int:
             )
             strip = Image.fromarray(np.concatenate(tiles, axis=1))
             strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(out / f"{clip['id']}_mouth.png")
-    keys = ["psnr", "ssim", "mouth_psnr", "mouth_ssim", "m_lmd", "f_lmd", "identity_cos_mean", "jitter_pct_iod",
+    keys = ["psnr", "ssim", "mouth_psnr", "mouth_ssim", "open_mouth_psnr", "m_lmd", "f_lmd", "identity_cos_mean", "jitter_pct_iod",
             "mouth_sharpness", "blink_ear"]  # fmt: skip
     for name in generators:
         report["mean"][name] = {
