@@ -12,8 +12,8 @@ preprocessor_config.json only; the package provides the code (``conversion/expor
 Hub folder with remote code). ``--emotion-strength`` takes the JSON that ``benchmarks/emotion_oracle.py
 --strength-output`` writes (``EmoTalkConfig.emotion_strength``), ``--tps-regularization`` overrides the generator's
 spline smoothing, ``--mouth-prior`` takes the JSON that ``recipes/default_model/mouth_interior_prior.py --output``
-writes and sets the generator's ``mouth_interior="prior"`` with that ``mouth_prior``, and ``--composite DIR`` takes the stages of an existing EmoTalk folder (the current default, to
-recalibrate it in place). A rebuild that only changes the config writes the same model.safetensors bytes (one git
+writes and sets the generator's ``mouth_interior="prior"`` with that ``mouth_prior``, and ``--composite DIR`` takes
+the stages of an existing EmoTalk folder (the current default, to recalibrate it in place). A rebuild that only changes the config writes the same model.safetensors bytes (one git
 blob, no growth of the history). Rebuilding deletes the folder's ``provenance.json`` (it describes the weights
 that were there): write one for the new weights, or the exporter will ask where they come from. The new files
 are written beside the folder and moved in at the end, so an interrupted rebuild leaves the old one whole.

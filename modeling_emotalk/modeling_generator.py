@@ -275,6 +275,7 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         # points carry the motion, and a 144-point solve is ~30x cheaper than a 478-point one.
         control = sorted({i for index in LANDMARK_GROUPS.values() for i in index})
         self.register_buffer("control_index", torch.tensor(control, dtype=torch.long), persistent=True)
+        self._mouth_prior_tensors: tuple | None = None  # config.mouth_prior as tensors (see mouth_prior_fill)
 
         # Image encoder (run once per reference): 1/2, 1/4, 1/8 resolution features.
         self.stem = nn.Conv2d(3, c0, kernel_size=3, stride=2, padding=1)
@@ -401,44 +402,51 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
 
     def rigid_mouth(
         self, source_landmarks: torch.Tensor, driving: torch.Tensor, grid: torch.Tensor, feature_grids: list
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    ) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, tuple[slice, slice]]]]:
         """``mouth_interior="rigid"`` or ``"prior"``: :func:`.warp.mouth_interior_grid` on the image grid and on each
         feature grid.
 
         ``source_landmarks`` ``(B_s, K, N, 3)``, ``driving`` ``(B, N, 3)``, grids ``(B * K, s, s, 2)``; returns the
-        grids and the cavity weights ``(B * K, 1, s, s)``, the image's first. In the cavity every row would sample
-        the same source row (the edge of a lip's band), which repeats its features down the opening as vertical
-        stripes; the caller blanks the warped features there and paints the image with ``cavity_color`` (or the
+        grids and, per grid (the image's first), the cavity weights ``(B * K, 1, h, w)`` of the window of rows and
+        columns that holds the mouths, with that window. In the cavity every row would sample the same source row
+        (the edge of a lip's band), which repeats its features down the opening as vertical stripes; the caller
+        blanks the warped features there and paints the image with ``cavity_color`` (or the
         :meth:`mouth_prior_fill`).
         """
         batch, refs = driving.shape[0], source_landmarks.shape[1]
         sources = source_landmarks.expand(batch, -1, -1, -1).flatten(0, 1)
         drivings = driving.repeat_interleave(refs, dim=0)
         upper, lower = (torch.tensor(lip, device=grid.device) for lip in (LIPS_INNER_UPPER, LIPS_INNER_LOWER))
-        grids, cavities = zip(
-            *(mouth_interior_grid(g, sources, drivings, upper, lower) for g in (grid, *feature_grids)), strict=True
-        )
-        return list(grids), list(cavities)
+        grids, cavities = [], []
+        for g in (grid, *feature_grids):
+            new, cavity, window = mouth_interior_grid(g, sources, drivings, upper, lower)
+            grids.append(new)
+            cavities.append((cavity, window))
+        return grids, cavities
 
     def mouth_prior_fill(
-        self, source_images: torch.Tensor, sources: torch.Tensor, drivings: torch.Tensor
+        self, source_images: torch.Tensor, sources: torch.Tensor, drivings: torch.Tensor, window: tuple[slice, slice]
     ) -> torch.Tensor:
-        """``mouth_interior="prior"``: the learned mean mouth interior ``(B * K, 3, S, S)`` laid into each driving
-        mouth (``config.mouth_prior``'s texture at the driving mouth's opening), as bright as each reference's lips.
+        """``mouth_interior="prior"``: the learned mean mouth interior laid into each driving mouth
+        (``config.mouth_prior``'s texture at the driving mouth's opening), as bright as each reference's lips.
 
-        ``source_images`` ``(B * K, 3, S, S)``, ``sources`` and ``drivings`` ``(B * K, N, 2+)``.
+        ``source_images`` ``(B * K, 3, S, S)``, ``sources`` and ``drivings`` ``(B * K, N, 2+)``; returns the fill
+        ``(B * K, 3, h, w)`` of the rows and columns ``window`` (those that hold the driving mouths).
         """
         prior, size = self.config.mouth_prior, source_images.shape[-1]
-        dtype = source_images.dtype
-        upper, lower = (torch.tensor(lip, device=drivings.device) for lip in (LIPS_INNER_UPPER, LIPS_INNER_LOWER))
-        coordinates, opening = mouth_coordinates(drivings.to(dtype), upper, lower, size)
-        texture = mouth_prior_texture(
-            torch.tensor(prior["texture"], dtype=dtype, device=drivings.device),
-            torch.tensor(prior["openings"], dtype=dtype, device=drivings.device),
-            opening,
-        )
-        outer = torch.tensor(LIPS_OUTER_UPPER + LIPS_OUTER_LOWER, device=drivings.device)
-        inner = torch.tensor(LIPS_INNER_UPPER + LIPS_INNER_LOWER, device=drivings.device)
+        dtype, device = source_images.dtype, drivings.device
+        upper, lower = (torch.tensor(lip, device=device) for lip in (LIPS_INNER_UPPER, LIPS_INNER_LOWER))
+        coordinates, opening = mouth_coordinates(drivings.to(dtype), upper, lower, size, window)
+        cached = self._mouth_prior_tensors
+        if cached is None or cached[0] is not prior or cached[1].dtype != dtype or cached[1].device != device:
+            # built once: a list of ~1700 numbers costs ~2 ms to convert, several % of a frame
+            texture, openings = (
+                torch.tensor(prior[key], dtype=dtype, device=device) for key in ("texture", "openings")
+            )
+            self._mouth_prior_tensors = cached = (prior, texture, openings)
+        texture = mouth_prior_texture(cached[1], cached[2], opening)
+        outer = torch.tensor(LIPS_OUTER_UPPER + LIPS_OUTER_LOWER, device=device)
+        inner = torch.tensor(LIPS_INNER_UPPER + LIPS_INNER_LOWER, device=device)
         # brightness only: scaled per channel, a lipstick would tint the teeth
         brightness = lip_color(source_images, sources.to(dtype), outer, inner).mean(1)
         scale = brightness / source_images.new_tensor(prior["lip_color"]).mean()
@@ -505,22 +513,27 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         warped_features, weights = [], None
         for level, (feature, feature_grid) in enumerate(zip(source.features, feature_grids, strict=True)):
             warped = warp_references(feature, feature_grid, batch)
-            if cavities is not None:
-                warped = warped * (1 - cavities[level + 1].unflatten(0, (batch, refs)))
+            if cavities is not None:  # blanked in the cavity (in place: grid_sample's backward needs no output)
+                cavity, (rows, cols) = cavities[level + 1]
+                warped[..., rows, cols] = warped[..., rows, cols] * (1 - cavity.unflatten(0, (batch, refs)))
             fused, level_weights = self.fuse[level](warped, condition64)
             warped_features.append(fused.contiguous(memory_format=CHANNELS_LAST))
             weights = level_weights if weights is None else weights
         warped_image = warp_references(source.pixel_values, grid, batch, padding_mode="reflection")
-        if cavities is not None:
+        if cavities is not None and cavities[0][0].numel():
+            cavity, (rows, cols) = cavities[0]
             if self.config.mouth_interior == "prior":
                 fill = self.mouth_prior_fill(
                     source.pixel_values.expand(batch, -1, -1, -1, -1).flatten(0, 1),
                     source.landmarks.expand(batch, -1, -1, -1).flatten(0, 1),
                     driving.repeat_interleave(refs, dim=0),
+                    (rows, cols),
                 ).unflatten(0, (batch, refs))
             else:
                 fill = warped_image.new_tensor(self.config.cavity_color)[:, None, None]
-            warped_image = torch.lerp(warped_image, fill, cavities[0].unflatten(0, (batch, refs)))
+            warped_image[..., rows, cols] = torch.lerp(
+                warped_image[..., rows, cols], fill, cavity.unflatten(0, (batch, refs))
+            )
         if refs > 1:  # the finest level's per-pixel reference weights also fuse the images
             weights = F.interpolate(weights, size=(size, size), mode="bilinear", align_corners=False)
             warped_image = (weights.unsqueeze(2) * warped_image).sum(1)

@@ -216,7 +216,7 @@ def mouth_interior_grid(
     upper: torch.Tensor,
     lower: torch.Tensor,
     feather: float = 1.5,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, tuple[slice, slice]]:
     """Replace the spline inside a mouth that opens wider than the source's: teeth follow their lip, the rest is cavity.
 
     A thin-plate spline stretches whatever lies between the source's lips (its teeth, or a closed lip line) over
@@ -233,24 +233,30 @@ def mouth_interior_grid(
         feather: width of the cavity's soft edge in pixels.
 
     Returns:
-        The grid and the cavity weight ``(B, 1, S, S)`` in [0, 1].
+        The grid, the cavity weight ``(B, 1, h, w)`` in [0, 1] of the rows and columns that hold the driving mouths
+        (:func:`mouth_window`; zero outside them) and those ``(rows, columns)`` slices, empty when no mouth opens
+        wider than its source.
     """
     batch, size = grid.shape[0], grid.shape[1]
     source, driving = source_landmarks[..., :2].to(grid.dtype), driving_landmarks[..., :2].to(grid.dtype)
+    rows, cols = mouth_window(driving, upper, lower, size)  # only the pixels there can change
     (dxu, dyu), (dxl, dyl) = _lip_curves(driving, upper, lower)
     (sxu, syu), (sxl, syl) = _lip_curves(source, upper, lower)
     axis = pixel_centres(size, device=grid.device, dtype=grid.dtype)
-    columns = axis.expand(batch, size)
+    columns = axis[cols].expand(batch, -1)
     left, right = torch.maximum(dxu[:, :1], dxl[:, :1]), torch.minimum(dxu[:, -1:], dxl[:, -1:])
     source_left, source_right = torch.maximum(sxu[:, :1], sxl[:, :1]), torch.minimum(sxu[:, -1:], sxl[:, -1:])
     scale = (source_right - source_left) / (right - left).clamp_min(1e-4)  # source size per driving size
-    top, bottom = _interp(columns, dxu, dyu), _interp(columns, dxl, dyl)  # (B, S) driving inner lips
+    top, bottom = _interp(columns, dxu, dyu), _interp(columns, dxl, dyl)  # (B, w) driving inner lips
     source_x = source_left + (columns - left) / (right - left).clamp_min(1e-4) * (source_right - source_left)
     source_top, source_bottom = _interp(source_x, sxu, syu), _interp(source_x, sxl, syl)
     band = ((source_bottom - source_top) / scale).clamp_min(0) / 2  # half the source opening, driving units
-    inside_columns = (columns > left) & (columns < right) & (bottom - top > 2 * band)
-    y = axis[None, :, None]  # rows
-    below_top, above_bottom = y - top[:, None, :], bottom[:, None, :] - y  # (B, S rows, S columns)
+    # wider than the source's opening by more than a pixel (less would not show; it costs the fill's work)
+    inside_columns = (columns > left) & (columns < right) & (bottom - top > 2 * band + 2 / size)
+    if not bool(inside_columns.any()):
+        return grid, grid.new_zeros(batch, 1, 0, 0), (slice(0, 0), slice(0, 0))
+    y = axis[rows][None, :, None]
+    below_top, above_bottom = y - top[:, None, :], bottom[:, None, :] - y  # (B, h rows, w columns)
     inside = inside_columns[:, None, :] & (below_top > 0) & (above_bottom > 0)
     near_top = below_top <= above_bottom
     y_source = torch.where(
@@ -258,22 +264,38 @@ def mouth_interior_grid(
         source_top[:, None, :] + below_top.clamp(max=band[:, None, :]) * scale[:, :, None],
         source_bottom[:, None, :] - above_bottom.clamp(max=band[:, None, :]) * scale[:, :, None],
     )
-    rigid = torch.stack([source_x[:, None, :].expand(-1, size, -1), y_source], dim=-1)
-    grid = torch.where(inside[..., None], rigid, grid)
+    rigid = torch.stack([source_x[:, None, :].expand_as(y_source), y_source], dim=-1)
+    grid = grid.clone()
+    grid[:, rows, cols] = torch.where(inside[..., None], rigid, grid[:, rows, cols])
     depth = torch.minimum(below_top, above_bottom) - band[:, None, :]  # distance into the cavity
     cavity = (depth * size / 2 / feather).clamp(0, 1) * inside
-    return grid, cavity[:, None].to(grid.dtype)
+    return grid, cavity[:, None].to(grid.dtype), (rows, cols)
+
+
+def mouth_window(landmarks: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, size: int) -> tuple[slice, slice]:
+    """The rows and columns of an ``size``² image that hold the inner-lip contours of any of ``landmarks``
+    ``(B, N, 2+)`` (with a pixel to spare): where :func:`mouth_interior_grid` and the mouth prior can change pixels.
+    """
+    points = landmarks[:, torch.cat([upper, lower]), :2]
+    low, high = ((points.amin((0, 1)) + 1) * size / 2).tolist(), ((points.amax((0, 1)) + 1) * size / 2).tolist()
+    (c0, r0), (c1, r1) = ((max(int(v) - 1, 0) for v in low), (min(int(v) + 2, size) for v in high))
+    return slice(r0, max(r1, r0)), slice(c0, max(c1, c0))
 
 
 def mouth_coordinates(
-    landmarks: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, size: int
+    landmarks: torch.Tensor,
+    upper: torch.Tensor,
+    lower: torch.Tensor,
+    size: int,
+    window: tuple[slice, slice] = (slice(None), slice(None)),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every pixel's place in the mouth of ``landmarks`` ``(B, N, 2+)``: across it from corner to corner and down it
     from the upper inner lip to the lower, both mapped to [-1, 1] (a ``grid_sample`` grid into a texture of the
     mouth's interior); and the mouth's opening, its widest inner-lip gap over its width ``(B,)``.
 
     Returns:
-        ``(B, S, S, 2)`` texture coordinates (outside the opening they run past [-1, 1]) and ``(B,)`` openings.
+        ``(B, S, S, 2)`` texture coordinates (outside the opening they run past [-1, 1]), only those of the rows and
+        columns ``window`` (e.g. :func:`mouth_window`'s) when given, and ``(B,)`` openings.
     """
     points = landmarks[..., :2]
     (xu, yu), (xl, yl) = _lip_curves(points, upper, lower)
@@ -282,11 +304,13 @@ def mouth_coordinates(
     axis = pixel_centres(size, device=points.device, dtype=points.dtype)
     columns = axis.expand(points.shape[0], size)
     top, bottom = _interp(columns, xu, yu), _interp(columns, xl, yl)  # (B, S)
-    across = (columns - left) / width * 2 - 1
-    down = (axis[None, :, None] - top[:, None, :]) / (bottom - top).clamp_min(1e-4)[:, None, :] * 2 - 1
-    coordinates = torch.stack([across[:, None, :].expand_as(down), down], dim=-1)
     inside = (columns > left) & (columns < right)
     opening = torch.where(inside, bottom - top, torch.zeros_like(top)).amax(1) / width[:, 0]
+    rows, cols = window
+    columns, top, bottom = columns[:, cols], top[:, cols], bottom[:, cols]
+    across = (columns - left) / width * 2 - 1
+    down = (axis[rows][None, :, None] - top[:, None, :]) / (bottom - top).clamp_min(1e-4)[:, None, :] * 2 - 1
+    coordinates = torch.stack([across[:, None, :].expand_as(down), down], dim=-1)
     return coordinates, opening
 
 

@@ -48,14 +48,16 @@ def test_a_mouth_no_wider_than_the_source_keeps_the_spline(faces):
     source = faces[0]
     for driving in (source, _open(source, -0.005)):  # the same face, a slightly closing one
         grid = landmark_flow(source, driving, SIZE)
-        new, cavity = mouth_interior_grid(grid, source, driving, UPPER, LOWER)
-        assert torch.equal(new, grid) and cavity.max() == 0
+        new, cavity, window = mouth_interior_grid(grid, source, driving, UPPER, LOWER)
+        assert torch.equal(new, grid) and cavity.numel() == 0 and window == (slice(0, 0), slice(0, 0))
 
 
 def test_a_wider_mouth_moves_teeth_with_their_lips_and_opens_a_cavity(faces):
     source, opened = faces
     grid = landmark_flow(source, opened, SIZE)
-    new, cavity = mouth_interior_grid(grid, source, opened, UPPER, LOWER)
+    new, window_cavity, (rows, cols) = mouth_interior_grid(grid, source, opened, UPPER, LOWER)
+    cavity = torch.zeros(1, 1, SIZE, SIZE)
+    cavity[..., rows, cols] = window_cavity  # the weights of the window that holds the mouth
     column, top, bottom = _column_and_rows(opened)
     source_top = float(source[0, 13, 1])
     axis = pixel_centres(SIZE)
@@ -207,3 +209,21 @@ def test_the_prior_is_measured_inside_open_mouths_with_the_generators_geometry(f
     assert prior["openings"] == [0.1, 0.5] and len(prior["texture"]) == 2
     torch.testing.assert_close(torch.tensor(prior["texture"]), textures.clamp(0, 1), atol=1e-3, rtol=0)
     EmoTalkGeneratorConfig(mouth_interior="prior", mouth_prior=prior)  # a valid config
+
+
+def test_the_cavity_modes_train(faces):
+    """The in-place painting and blanking keep the graph: a loss on the frames reaches the same weights as with the
+    spline (the fusion scores only with several references), with finite gradients."""
+    source, opened = faces
+    prior = _prior(torch.full((2, 3, 4, 6), 0.3))
+    image = torch.rand(2, 3, SIZE, SIZE)
+    reached = {}
+    for mode in ("spline", "rigid", "prior"):
+        torch.manual_seed(0)
+        generator = EmoTalkGenerator(EmoTalkGeneratorConfig(mouth_interior=mode, mouth_prior=prior, **TINY))
+        torch.nn.init.normal_(generator.to_output.weight, std=0.01)  # zero-initialized: let gradients flow back
+        generator(image, source.expand(2, -1, -1), torch.cat([opened, source])).frames.square().mean().backward()
+        grads = {name: p.grad for name, p in generator.named_parameters() if p.grad is not None}
+        assert all(torch.isfinite(g).all() for g in grads.values()) and grads["stem.weight"].abs().sum() > 0
+        reached[mode] = set(grads)
+    assert reached["rigid"] == reached["prior"] == reached["spline"]
