@@ -209,6 +209,13 @@ def _lip_curves(points: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor):
     return curves
 
 
+def _inner_lips(points: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor):
+    """:func:`_lip_curves` of ``points`` and the mouth's left and right ends ``(B, 1)`` (where both lips reach)."""
+    (xu, yu), (xl, yl) = _lip_curves(points, upper, lower)
+    left, right = torch.maximum(xu[:, :1], xl[:, :1]), torch.minimum(xu[:, -1:], xl[:, -1:])
+    return (xu, yu), (xl, yl), left, right
+
+
 def mouth_interior_grid(
     grid: torch.Tensor,
     source_landmarks: torch.Tensor,
@@ -240,12 +247,10 @@ def mouth_interior_grid(
     batch, size = grid.shape[0], grid.shape[1]
     source, driving = source_landmarks[..., :2].to(grid.dtype), driving_landmarks[..., :2].to(grid.dtype)
     rows, cols = mouth_window(driving, upper, lower, size)  # only the pixels there can change
-    (dxu, dyu), (dxl, dyl) = _lip_curves(driving, upper, lower)
-    (sxu, syu), (sxl, syl) = _lip_curves(source, upper, lower)
+    (dxu, dyu), (dxl, dyl), left, right = _inner_lips(driving, upper, lower)
+    (sxu, syu), (sxl, syl), source_left, source_right = _inner_lips(source, upper, lower)
     axis = pixel_centres(size, device=grid.device, dtype=grid.dtype)
     columns = axis[cols].expand(batch, -1)
-    left, right = torch.maximum(dxu[:, :1], dxl[:, :1]), torch.minimum(dxu[:, -1:], dxl[:, -1:])
-    source_left, source_right = torch.maximum(sxu[:, :1], sxl[:, :1]), torch.minimum(sxu[:, -1:], sxl[:, -1:])
     scale = (source_right - source_left) / (right - left).clamp_min(1e-4)  # source size per driving size
     top, bottom = _interp(columns, dxu, dyu), _interp(columns, dxl, dyl)  # (B, w) driving inner lips
     source_x = source_left + (columns - left) / (right - left).clamp_min(1e-4) * (source_right - source_left)
@@ -298,8 +303,7 @@ def mouth_coordinates(
         columns ``window`` (e.g. :func:`mouth_window`'s) when given, and ``(B,)`` openings.
     """
     points = landmarks[..., :2]
-    (xu, yu), (xl, yl) = _lip_curves(points, upper, lower)
-    left, right = torch.maximum(xu[:, :1], xl[:, :1]), torch.minimum(xu[:, -1:], xl[:, -1:])
+    (xu, yu), (xl, yl), left, right = _inner_lips(points, upper, lower)
     width = (right - left).clamp_min(1e-4)
     axis = pixel_centres(size, device=points.device, dtype=points.dtype)
     columns = axis.expand(points.shape[0], size)
@@ -321,8 +325,7 @@ def mouth_texture_grid(
     lies in the image of ``landmarks`` ``(B, N, 2+)`` → a ``(B, rows, columns, 2)`` ``grid_sample`` grid (reading a
     frame's mouth interior into the texture)."""
     points = landmarks[..., :2]
-    (xu, yu), (xl, yl) = _lip_curves(points, upper, lower)
-    left, right = torch.maximum(xu[:, :1], xl[:, :1]), torch.minimum(xu[:, -1:], xl[:, -1:])
+    (xu, yu), (xl, yl), left, right = _inner_lips(points, upper, lower)
     across = (torch.arange(columns, device=points.device, dtype=points.dtype) + 0.5) / columns
     down = (torch.arange(rows, device=points.device, dtype=points.dtype) + 0.5) / rows
     x = left + across * (right - left)  # (B, U)
