@@ -434,7 +434,7 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         ``(B * K, 3, h, w)`` of the rows and columns ``window`` (those that hold the driving mouths).
         """
         prior, size = self.config.mouth_prior, source_images.shape[-1]
-        dtype, device = source_images.dtype, drivings.device
+        dtype, device = drivings.dtype, drivings.device  # the geometry's (float32 under half-precision weights)
         upper, lower = (torch.tensor(lip, device=device) for lip in (LIPS_INNER_UPPER, LIPS_INNER_LOWER))
         coordinates, opening = mouth_coordinates(drivings.to(dtype), upper, lower, size, window)
         cached = self._mouth_prior_tensors
@@ -448,10 +448,10 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         outer = torch.tensor(LIPS_OUTER_UPPER + LIPS_OUTER_LOWER, device=device)
         inner = torch.tensor(LIPS_INNER_UPPER + LIPS_INNER_LOWER, device=device)
         # brightness only: scaled per channel, a lipstick would tint the teeth
-        brightness = lip_color(source_images, sources.to(dtype), outer, inner).mean(1)
-        scale = brightness / source_images.new_tensor(prior["lip_color"]).mean()
+        brightness = lip_color(source_images.to(dtype), sources.to(dtype), outer, inner).mean(1)
+        scale = brightness / texture.new_tensor(prior["lip_color"]).mean()
         fill = F.grid_sample(texture, coordinates, mode="bilinear", padding_mode="border", align_corners=False)
-        return (fill * scale[:, None, None, None]).clamp(0, 1)
+        return (fill * scale[:, None, None, None]).clamp(0, 1).to(source_images.dtype)
 
     def forward(
         self,
@@ -483,10 +483,13 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             raise EmoTalkInputError(f"references have batch {source_batch}; expected 1 or {batch} (the driving batch)")
 
         size = self.config.image_size
-        driving = driving_landmarks.to(source.landmarks.dtype)
+        # the geometry (spline, grids, mouth) in float32 whatever the weights' dtype: in bfloat16 the spline's
+        # lattice and the grids lose whole pixels (noise instead of a face); the heat maps follow the weights
+        geometry = torch.float64 if source.landmarks.dtype == torch.float64 else torch.float32
+        driving, source_points = driving_landmarks.to(geometry), source.landmarks.to(geometry)
         control = self.control_index
         source_control, driving_control, ridge = self.spline_controls(
-            source.landmarks[..., control, :2].expand(batch, -1, -1, -1).flatten(0, 1),
+            source_points[..., control, :2].expand(batch, -1, -1, -1).flatten(0, 1),
             driving[:, control, :2].repeat_interleave(refs, dim=0),
         )
         # the backward grids at the image size and at each feature level, (B*K, s, s, 2), from one spline fit
@@ -501,10 +504,13 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
 
         cavities = None
         if self.config.mouth_interior in ("rigid", "prior"):
-            (grid, *feature_grids), cavities = self.rigid_mouth(source.landmarks, driving, grid, feature_grids)
+            (grid, *feature_grids), cavities = self.rigid_mouth(source_points, driving, grid, feature_grids)
 
         heatmaps = rasterize_landmarks(
-            driving, self.landmark_groups, self.config.heatmap_size, self.config.heatmap_sigma
+            driving.to(source.landmarks.dtype),
+            self.landmark_groups,
+            self.config.heatmap_size,
+            self.config.heatmap_sigma,
         )  # channels-last
         conv = self._frame_conv(heatmaps)
         condition64 = conv(self.landmark_in[2], self.landmark_in[1](conv(self.landmark_in[0], heatmaps)))
@@ -515,7 +521,7 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             warped = warp_references(feature, feature_grid, batch)
             if cavities is not None:  # blanked in the cavity (in place: grid_sample's backward needs no output)
                 cavity, (rows, cols) = cavities[level + 1]
-                warped[..., rows, cols] = warped[..., rows, cols] * (1 - cavity.unflatten(0, (batch, refs)))
+                warped[..., rows, cols] *= 1 - cavity.unflatten(0, (batch, refs)).to(warped.dtype)
             fused, level_weights = self.fuse[level](warped, condition64)
             warped_features.append(fused.contiguous(memory_format=CHANNELS_LAST))
             weights = level_weights if weights is None else weights
@@ -525,14 +531,14 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             if self.config.mouth_interior == "prior":
                 fill = self.mouth_prior_fill(
                     source.pixel_values.expand(batch, -1, -1, -1, -1).flatten(0, 1),
-                    source.landmarks.expand(batch, -1, -1, -1).flatten(0, 1),
+                    source_points.expand(batch, -1, -1, -1).flatten(0, 1),
                     driving.repeat_interleave(refs, dim=0),
                     (rows, cols),
                 ).unflatten(0, (batch, refs))
             else:
                 fill = warped_image.new_tensor(self.config.cavity_color)[:, None, None]
             warped_image[..., rows, cols] = torch.lerp(
-                warped_image[..., rows, cols], fill, cavity.unflatten(0, (batch, refs))
+                warped_image[..., rows, cols], fill, cavity.unflatten(0, (batch, refs)).to(warped_image.dtype)
             )
         if refs > 1:  # the finest level's per-pixel reference weights also fuse the images
             weights = F.interpolate(weights, size=(size, size), mode="bilinear", align_corners=False)

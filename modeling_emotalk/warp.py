@@ -164,7 +164,15 @@ def warp(image: torch.Tensor, grid: torch.Tensor, padding_mode: str = "border") 
     ``padding_mode`` says what is sampled outside the crop: ``"border"`` repeats the edge pixel (fine for
     feature maps), ``"reflection"`` mirrors the crop at its edge, which keeps hair and background textured
     where the motion pulls content in from outside (a repeated edge row shows as streaks).
+
+    Half-precision inputs are sampled in float32 and the result cast back: torch 2.13's CPU ``grid_sample`` returns
+    NaN for a channels-last bfloat16 image (the pipeline's ``dtype=torch.bfloat16`` rendered black frames).
     """
+    if image.dtype in (torch.float16, torch.bfloat16):
+        out = F.grid_sample(
+            image.float(), grid.float(), mode="bilinear", padding_mode=padding_mode, align_corners=False
+        )
+        return out.to(image.dtype)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 

@@ -227,3 +227,23 @@ def test_the_cavity_modes_train(faces):
         assert all(torch.isfinite(g).all() for g in grads.values()) and grads["stem.weight"].abs().sum() > 0
         reached[mode] = set(grads)
     assert reached["rigid"] == reached["prior"] == reached["spline"]
+
+
+@pytest.mark.parametrize("mode", ["spline", "prior"])
+def test_half_precision_weights_keep_the_geometry_in_float32(face_crop, mode):
+    """With bfloat16 weights (``pipeline(dtype=torch.bfloat16)``) the default-size generator renders what float32
+    renders: the spline, grids and mouth are computed in float32 (in bfloat16 they turned the face into noise) and the
+    warps sample in float32 (torch's CPU bfloat16 ``grid_sample`` on channels-last features returned NaN: black)."""
+    crop, points = face_crop
+    source = torch.from_numpy(points)[None]
+    opened = _open(source, 0.12)
+    prior = _prior(torch.full((2, 3, 4, 6), 0.3))
+    torch.manual_seed(0)
+    generator = EmoTalkGenerator(EmoTalkGeneratorConfig(mouth_interior=mode, mouth_prior=prior)).eval()
+    image = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+    driving = torch.cat([opened, source])
+    with torch.no_grad():
+        full = generator(image, source, driving).frames
+        half = generator.to(torch.bfloat16)(image.bfloat16(), source.bfloat16(), driving.bfloat16()).frames
+    assert torch.isfinite(half.float()).all()
+    assert (half.float() - full).abs().mean() < 0.01
