@@ -19,6 +19,8 @@ RIGHT_IRIS = (468, 469, 470, 471, 472)  # centre first
 LEFT_IRIS = (473, 474, 475, 476, 477)
 RIGHT_EYEBROW = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
 LEFT_EYEBROW = (336, 296, 334, 293, 300, 276, 283, 282, 295, 285)
+RIGHT_EYEBROW_LOWER = RIGHT_EYEBROW[5:]  # the brow's lower contour
+LEFT_EYEBROW_LOWER = LEFT_EYEBROW[5:]
 LIPS_OUTER_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
 LIPS_OUTER_LOWER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
 LIPS_INNER_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
@@ -63,6 +65,15 @@ LANDMARK_GROUPS: dict[str, tuple[int, ...]] = {
     "lips_outer": tuple(sorted(set(LIPS_OUTER_UPPER + LIPS_OUTER_LOWER))),
     "lips_inner": tuple(sorted(set(LIPS_INNER_UPPER + LIPS_INNER_LOWER))),
 }
+
+# Per eye (right, left): the upper and lower lid from corner to corner, and the lower contour of the brow above.
+EYELID_CONTOURS = tuple(
+    ((outer, *upper, inner), (outer, *lower, inner), brow)
+    for (outer, inner), upper, lower, brow in (
+        (RIGHT_EYE_CORNERS, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYEBROW_LOWER),
+        (LEFT_EYE_CORNERS, LEFT_EYE_UPPER, LEFT_EYE_LOWER, LEFT_EYEBROW_LOWER),
+    )
+)
 
 # Derived groups used by evaluation.
 EYE_OUTER_CORNERS = (RIGHT_EYE_CORNERS[0], LEFT_EYE_CORNERS[0])  # subject's right (image left), subject's left

@@ -2,7 +2,8 @@
 
     python conversion/build_default_checkpoint.py [--output pipeline/checkpoints/emotalk-default] [--seed 0]
         [--landmark-model DIR] [--generator DIR] [--float32-storage]
-        [--emotion-strength strength.json] [--tps-regularization 0.01] [--mouth-prior prior.json] [--composite DIR]
+        [--emotion-strength strength.json] [--tps-regularization 0.01] [--mouth-prior prior.json] [--eyelids rigid_lashes]
+        [--composite DIR]
 
 Without trained stage folders this is the seeded untrained composite: stage 1 random (the lips move at
 random), stage 2 zero-initialized (the pure landmark warp of the photo, a sane face). With
@@ -12,7 +13,8 @@ preprocessor_config.json only; the package provides the code (``conversion/expor
 Hub folder with remote code). ``--emotion-strength`` takes the JSON that ``benchmarks/emotion_oracle.py
 --strength-output`` writes (``EmoTalkConfig.emotion_strength``), ``--tps-regularization`` overrides the generator's
 spline smoothing, ``--mouth-prior`` takes the JSON that ``recipes/default_model/mouth_interior_prior.py --output``
-writes and sets the generator's ``mouth_interior="prior"`` with that ``mouth_prior``, and ``--composite DIR`` takes
+writes and sets the generator's ``mouth_interior="prior"`` with that ``mouth_prior``, ``--eyelids`` sets the generator's
+``eyelids`` (what the warp does above a closing lid), and ``--composite DIR`` takes
 the stages of an existing EmoTalk folder (the current default, to recalibrate it in place). A rebuild that only changes the config writes the same model.safetensors bytes (one git
 blob, no growth of the history). Rebuilding deletes the folder's ``provenance.json`` (it describes the weights
 that were there): write one for the new weights, or the exporter will ask where they come from. The new files
@@ -37,6 +39,7 @@ from modeling_emotalk import (
     EmoTalkLandmarkModel,
     EmoTalkModel,
 )
+from modeling_emotalk.configuration_emotalk import EYELID_WARPS
 from modeling_emotalk.packaging import strip_remote_code
 from modeling_emotalk.processing_emotalk import EmoTalkProcessor
 
@@ -68,13 +71,14 @@ def build(
     tps_regularization: float | None = None,
     composite: str | None = None,
     mouth_prior: dict | None = None,
+    eyelids: str | None = None,
 ) -> Path:
     """Create (or overwrite) the default checkpoint folder (parameters stored in float16 unless told otherwise).
 
     The stages come from ``landmark_model`` / ``generator`` (``save_pretrained`` folders), else from ``composite``
     (an EmoTalk folder, e.g. the current default, whose ``emotion_strength`` is kept unless one is given), else
     they are the seeded untrained ones. ``mouth_prior`` (``EmoTalkGeneratorConfig.mouth_prior``) switches the
-    generator to ``mouth_interior="prior"``.
+    generator to ``mouth_interior="prior"``; ``eyelids`` sets ``EmoTalkGeneratorConfig.eyelids``.
     """
     torch.manual_seed(seed)
     base = EmoTalkModel.from_pretrained(composite) if composite else None
@@ -93,9 +97,13 @@ def build(
         config.generator_config = renderer.config  # the same object: the override below reaches the module too
     if tps_regularization is not None:
         config.generator_config.tps_regularization = float(tps_regularization)
+    settings = {}
     if mouth_prior is not None:
-        settings = {"mouth_interior": "prior", "mouth_prior": mouth_prior}
-        EmoTalkGeneratorConfig(**{**config.generator_config.to_dict(), **settings})  # refuses a malformed prior
+        settings.update(mouth_interior="prior", mouth_prior=mouth_prior)
+    if eyelids is not None:
+        settings["eyelids"] = eyelids
+    if settings:
+        EmoTalkGeneratorConfig(**{**config.generator_config.to_dict(), **settings})  # refuses a malformed setting
         for key, value in settings.items():
             setattr(config.generator_config, key, value)
     model = EmoTalkModel(config).eval()
@@ -144,6 +152,7 @@ def main() -> None:
         type=Path,
         help='a JSON file {"mouth_prior": {...}} (recipes/default_model/mouth_interior_prior.py)',
     )
+    parser.add_argument("--eyelids", choices=EYELID_WARPS, help="the generator's eyelid warp (EmoTalkGeneratorConfig)")
     args = parser.parse_args()
     strength = json.loads(args.emotion_strength.read_text())["emotion_strength"] if args.emotion_strength else None
     path = build(
@@ -156,6 +165,7 @@ def main() -> None:
         tps_regularization=args.tps_regularization,
         composite=args.composite,
         mouth_prior=json.loads(args.mouth_prior.read_text())["mouth_prior"] if args.mouth_prior else None,
+        eyelids=args.eyelids,
     )
     print(f"wrote {path}: {sorted(p.name for p in path.iterdir())}")
 

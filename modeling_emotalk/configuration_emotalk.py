@@ -41,6 +41,8 @@ FAT_NORM_GROUPS = 32
 """GroupNorm groups inside the generator's FAT blocks (diffusers' SpatialNorm): their channels must divide by it."""
 MOUTH_INTERIORS = ("spline", "rigid", "prior")
 """The values of ``EmoTalkGeneratorConfig.mouth_interior``."""
+EYELID_WARPS = ("spline", "rigid_lashes")
+"""The values of ``EmoTalkGeneratorConfig.eyelids``."""
 
 # Keys that PreTrainedConfig takes (or drops) from config.json besides its dataclass fields.
 _PRETRAINED_KEYS = frozenset(
@@ -172,6 +174,12 @@ class EmoTalkGeneratorConfig(_StrictConfig):
             texture of the driving mouth's opening, scaled by the source's lip brightness (mean of RGB) over
             ``lip_color``'s (lighting), where the mouth opens wider than the source's (``python -m
             recipes.default_model.mouth_interior_prior`` measures it on a prepared dataset).
+        eyelids (`str`): what the warp does above an upper lid that is lower than the source's (a blink, a squint).
+            ``"spline"``: the spline stretches the thin band between the source's lid and brow, lashes and eyeliner
+            included, over the closed eye (tall streaks). ``"rigid_lashes"``: the lashes' band next to the lid moves
+            with it and the skin above them stretches instead (``warp.eyelid_grid``).
+        lash_band (`float`): with ``eyelids="rigid_lashes"``, the height of the band that moves with the lid, as a
+            fraction of the source's eye opening (its widest lid-to-lid gap), in (0, 1).
         norm_num_groups (`int`): GroupNorm groups of the plain ResNet blocks (FAT blocks use 32).
         num_landmarks (`int`): 478 MediaPipe points.
 
@@ -197,6 +205,8 @@ class EmoTalkGeneratorConfig(_StrictConfig):
     mouth_interior: str = "spline"
     cavity_color: tuple[float, ...] | list[float] = (0.49, 0.32, 0.31)
     mouth_prior: dict | None = None
+    eyelids: str = "spline"
+    lash_band: float = 0.3
     norm_num_groups: int = 8
     num_landmarks: int = 478
 
@@ -216,6 +226,11 @@ class EmoTalkGeneratorConfig(_StrictConfig):
         ):
             raise ValueError(f"cavity_color must be three numbers in [0, 1] (RGB), got {color!r}")
         _check_mouth_prior(self.mouth_prior, required=self.mouth_interior == "prior")
+        if self.eyelids not in EYELID_WARPS:
+            raise ValueError(f"eyelids must be one of {EYELID_WARPS}, got {self.eyelids!r}")
+        band = self.lash_band
+        if isinstance(band, bool) or not isinstance(band, (int, float)) or not 0 < band < 1:
+            raise ValueError(f"lash_band must be a number in (0, 1) (a fraction of the eye's opening), got {band!r}")
         channels = self.block_out_channels
         if (
             not isinstance(channels, (tuple, list))

@@ -20,6 +20,7 @@ import torch
 # The mesh topology lives in emotalk_common (shared with the face front-end and evaluation); re-exported here.
 from emotalk_common.topology import (  # noqa: F401
     CHIN,
+    EYELID_CONTOURS,
     EYES,
     FACE_OVAL,
     FOREHEAD,

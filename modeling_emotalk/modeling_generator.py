@@ -30,6 +30,7 @@ from transformers.utils import ModelOutput
 from .configuration_emotalk import EmoTalkGeneratorConfig
 from .errors import EmoTalkInputError
 from .landmarks import (
+    EYELID_CONTOURS,
     LANDMARK_GROUPS,
     LIPS_INNER_LOWER,
     LIPS_INNER_UPPER,
@@ -38,6 +39,7 @@ from .landmarks import (
     NUM_LANDMARKS,
 )
 from .warp import (
+    eyelid_grid,
     landmark_flows,
     lip_color,
     mouth_coordinates,
@@ -424,6 +426,19 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             cavities.append((cavity, window))
         return grids, cavities
 
+    def rigid_lashes(
+        self, source_landmarks: torch.Tensor, driving: torch.Tensor, grids: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """``eyelids="rigid_lashes"``: :func:`.warp.eyelid_grid` for both eyes on each grid ``(B * K, s, s, 2)``
+        (``source_landmarks`` ``(B_s, K, N, 3)``, ``driving`` ``(B, N, 3)``)."""
+        batch, refs = driving.shape[0], source_landmarks.shape[1]
+        sources = source_landmarks.expand(batch, -1, -1, -1).flatten(0, 1)
+        drivings = driving.repeat_interleave(refs, dim=0)
+        for contours in EYELID_CONTOURS:
+            upper, lower, brow = (torch.tensor(index, device=driving.device) for index in contours)
+            grids = [eyelid_grid(g, sources, drivings, upper, lower, brow, self.config.lash_band) for g in grids]
+        return grids
+
     def mouth_prior_fill(
         self, source_images: torch.Tensor, sources: torch.Tensor, drivings: torch.Tensor, window: tuple[slice, slice]
     ) -> torch.Tensor:
@@ -502,6 +517,8 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             ridge,
         )
 
+        if self.config.eyelids == "rigid_lashes":
+            grid, *feature_grids = self.rigid_lashes(source_points, driving, [grid, *feature_grids])
         cavities = None
         if self.config.mouth_interior in ("rigid", "prior"):
             (grid, *feature_grids), cavities = self.rigid_mouth(source_points, driving, grid, feature_grids)

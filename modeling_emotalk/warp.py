@@ -289,10 +289,96 @@ def mouth_window(landmarks: torch.Tensor, upper: torch.Tensor, lower: torch.Tens
     """The rows and columns of an ``size``² image that hold the inner-lip contours of any of ``landmarks``
     ``(B, N, 2+)`` (with a pixel to spare): where :func:`mouth_interior_grid` and the mouth prior can change pixels.
     """
-    points = landmarks[:, torch.cat([upper, lower]), :2]
+    return landmark_window(landmarks, torch.cat([upper, lower]), size)
+
+
+def landmark_window(landmarks: torch.Tensor, index: torch.Tensor, size: int) -> tuple[slice, slice]:
+    """The ``(rows, columns)`` of an ``size``² image that hold the points ``index`` of any of ``landmarks``
+    ``(B, N, 2+)``, with a pixel to spare."""
+    points = landmarks[:, index, :2]
     low, high = ((points.amin((0, 1)) + 1) * size / 2).tolist(), ((points.amax((0, 1)) + 1) * size / 2).tolist()
     (c0, r0), (c1, r1) = ((max(int(v) - 1, 0) for v in low), (min(int(v) + 2, size) for v in high))
     return slice(r0, max(r1, r0)), slice(c0, max(c1, c0))
+
+
+def _contour(points: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The contour ``index`` of ``points`` ``(B, N, 2)`` as an x-sorted curve (x, y), each ``(B, P)``."""
+    x, order = points[:, index, 0].sort(dim=1)
+    return x, points[:, index, 1].gather(1, order)
+
+
+def _eye_opening(upper: tuple, lower: tuple, samples: int = 16) -> torch.Tensor:
+    """``(B,)`` the widest gap between the lid curves ``upper`` and ``lower`` (x-sorted, corner to corner)."""
+    (xu, yu), (xl, yl) = upper, lower
+    t = torch.linspace(0, 1, samples + 2, device=xu.device, dtype=xu.dtype)[1:-1]
+    x = xu[:, :1] + t * (xu[:, -1:] - xu[:, :1])
+    return (_interp(x, xl, yl) - _interp(x, xu, yu)).amax(1)
+
+
+def eyelid_grid(
+    grid: torch.Tensor,
+    source_landmarks: torch.Tensor,
+    driving_landmarks: torch.Tensor,
+    upper: torch.Tensor,
+    lower: torch.Tensor,
+    brow: torch.Tensor,
+    lash_band: float = 0.3,
+    taper: float = 0.25,
+    ramp: float = 0.2,
+) -> torch.Tensor:
+    """Replace the spline above an eyelid that is lower than the source's: the lashes move with the lid, the skin
+    above them stretches.
+
+    When a lid closes, the spline stretches the thin band between the source's lid and brow, lashes included, over
+    the whole closed eye: tall streaks of lashes and eyeliner. Here, in each driving column between the brow and the
+    upper lid, the ``lash_band`` × (source eye opening) next to the lid moves rigidly with it, and the rest maps
+    linearly onto the source's skin between the brow and the top of that band. The change is weighted by how far
+    the lid has closed (full at ``ramp`` of the source's opening) and tapers to the spline at the eye's corners
+    (over ``taper`` of its width): an eye no more closed than the source's keeps the spline's grid exactly.
+
+    Args:
+        grid: ``(B, S, S, 2)`` backward grid (driving pixel → source location), normalized coordinates.
+        source_landmarks, driving_landmarks: ``(B, N, 2+)`` the two faces (x, y first), normalized crop coordinates.
+        upper, lower: one eye's upper and lower lid contours, each from one corner to the other.
+        brow: the lower contour of the brow above it.
+
+    Returns:
+        The grid (a new tensor when it changed).
+    """
+    batch, size = grid.shape[0], grid.shape[1]
+    source, driving = source_landmarks[..., :2].to(grid.dtype), driving_landmarks[..., :2].to(grid.dtype)
+    d_upper, d_lower, d_brow = (_contour(driving, index) for index in (upper, lower, brow))
+    s_upper, s_lower, s_brow = (_contour(source, index) for index in (upper, lower, brow))
+    scale = (s_upper[0][:, -1] - s_upper[0][:, 0]) / (d_upper[0][:, -1] - d_upper[0][:, 0]).clamp_min(1e-4)
+    s_open = _eye_opening(s_upper, s_lower)
+    closure = (1 - _eye_opening(d_upper, d_lower) * scale / s_open.clamp_min(1e-4)).clamp(0, 1)  # (B,)
+    strength = (closure / ramp).clamp(0, 1)
+    if not bool((strength > 0).any()):
+        return grid
+    rows, cols = landmark_window(driving, torch.cat([upper, brow]), size)
+    axis = pixel_centres(size, device=grid.device, dtype=grid.dtype)
+    x = axis[cols].expand(batch, -1)
+    left, right = d_upper[0][:, :1], d_upper[0][:, -1:]
+    u = ((x - left) / (right - left).clamp_min(1e-4)).clamp(0, 1)
+    edge = (torch.minimum(u, 1 - u) / taper).clamp(0, 1)
+    weight = strength[:, None] * edge * edge * (3 - 2 * edge)  # (B, w), smoothstep to the corners
+    lid, top = _interp(x, *d_upper)[:, None, :], _interp(x, *d_brow)[:, None, :]  # (B, 1, w) driving curves
+    band = (lash_band * s_open / scale)[:, None, None]  # the lashes' band, driving units
+    y = axis[rows][None, :, None]
+    above = lid - y  # how far above the driving lid
+    inside = (above >= 0) & (y >= top) & (lid - band - top > 2 / size)
+    old = grid[:, rows, cols]
+    source_x = old[..., 0]  # the source column each pixel samples: the curves are read there
+    s_lid, s_top = (_interp(source_x.flatten(1), *curve).view_as(source_x) for curve in (s_upper, s_brow))
+    s_band = lash_band * s_open[:, None, None]
+    lash_y = s_lid - above * scale[:, None, None]  # rigid with the lid
+    t = ((y - top) / (lid - band - top).clamp_min(1e-4)).clamp(0, 1)
+    skin_y = s_top + t * (s_lid - s_band - s_top)  # the skin between the brow and the band, stretched
+    new_y = torch.where(above <= band, lash_y, skin_y)
+    mix = weight[:, None, :] * (inside & (s_lid - s_band > s_top))
+    grid = grid.clone()
+    grid[:, rows, cols, 1] = torch.lerp(old[..., 1], new_y, mix)
+    return grid
 
 
 def mouth_coordinates(

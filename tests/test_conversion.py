@@ -533,17 +533,25 @@ def test_calibration_options_change_the_config_and_not_the_weights(tmp_path, mon
     plain = build_default_checkpoint.build(tmp_path / "plain", seed=0)
     prior = {"openings": [0.1, 0.4], "texture": [[[[0.2, 0.3]] * 2] * 3] * 2, "lip_color": [0.5, 0.3, 0.3]}
     tuned = build_default_checkpoint.build(
-        tmp_path / "tuned", seed=0, emotion_strength={"angry": 1.5}, tps_regularization=0.02, mouth_prior=prior
+        tmp_path / "tuned",
+        seed=0,
+        emotion_strength={"angry": 1.5},
+        tps_regularization=0.02,
+        mouth_prior=prior,
+        eyelids="rigid_lashes",
     )
     config = EmoTalkConfig.from_pretrained(tuned)
     assert config.emotion_strength == {"angry": 1.5} and config.generator_config.tps_regularization == 0.02
     generator = EmoTalkModel.from_pretrained(tuned).generator.config
     assert generator.tps_regularization == 0.02
     assert generator.mouth_interior == "prior" and generator.mouth_prior == prior
+    assert generator.eyelids == "rigid_lashes"
     # the same weights give the same bytes: a config-only rebuild adds no new weights blob to git history
     assert (plain / "model.safetensors").read_bytes() == (tuned / "model.safetensors").read_bytes()
     with pytest.raises(ValueError, match="unknown emotion 'joy'"):
         build_default_checkpoint.build(tmp_path / "bad", emotion_strength={"joy": 2.0})
     with pytest.raises(ValueError, match="mouth_prior"):
         build_default_checkpoint.build(tmp_path / "bad", mouth_prior={**prior, "openings": [0.4, 0.1]})
+    with pytest.raises(ValueError, match="eyelids"):
+        build_default_checkpoint.build(tmp_path / "bad", eyelids="closed")
     assert not (tmp_path / "bad").exists()

@@ -14,7 +14,8 @@ ground-truth crop), the identity stand-in (dlib embedding cosine of 16 frames vs
 rigid-landmark jitter (MediaPipe tracked on the generated frames) and the suite's mouth sharpness (Laplacian
 variance of the tracked mouth crops, every frame) next to the ground-truth clip's, and how far the lids close at
 the clip's blinks: the eye aspect ratio re-detected on the generated frames where the real clip's is lowest (its
-most closed 5 % of frames; the real clip's own value beside it). ``open_mouth_psnr``: the mouth PSNR over the
+most closed 5 % of frames; the real clip's own value beside it) and ``blink_eye_psnr``, the PSNR of the eyes' box
+(both eyes and brows) on those frames, where the lids have to close over the source's open eyes. ``open_mouth_psnr``: the mouth PSNR over the
 frames among the clip's most open quarter of mouths (inner-lip gap), where the mouth's interior has to be drawn.
 ``--source closed`` takes the clip's most closed mouth as the reference instead of its first frame (how a portrait
 with closed lips is made to speak: the teeth cannot be copied from it).
@@ -68,6 +69,20 @@ def mouth_boxes(landmarks: np.ndarray, size: int, widen: float = 0.4) -> np.ndar
     half = np.maximum(half, 12)
     box = np.concatenate([centre - half, centre + half], axis=1)
     return np.clip(np.round(box), 0, size).astype(int)
+
+
+EYES = sorted({33, 246, 161, 160, 159, 158, 157, 173, 133, 7, 163, 144, 145, 153, 154, 155, 263, 466, 388, 387, 386,
+               385, 384, 398, 362, 249, 390, 373, 374, 380, 381, 382, 70, 63, 105, 66, 107, 55, 65, 52, 53, 46,
+               336, 296, 334, 293, 300, 276, 283, 282, 295, 285})  # fmt: skip
+
+
+def eye_box(landmarks: np.ndarray, size: int, widen: float = 0.15) -> tuple[int, int, int, int]:
+    """Integer box x0, y0, x1, y1 around both eyes and brows of one frame's landmarks (normalized → pixels)."""
+    pts = (landmarks[EYES, :2] + 1) * size / 2
+    lo, hi = pts.min(0), pts.max(0)
+    centre, half = (lo + hi) / 2, (hi - lo) / 2 * (1 + widen)
+    x0, y0, x1, y1 = np.clip(np.round(np.concatenate([centre - half, centre + half])), 0, size).astype(int)
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 BLINK_FRACTION = 0.05  # the real clip's most closed 5 % of frames (its blinks, when it has any)
@@ -163,6 +178,11 @@ def main() -> int:
             metrics["jitter_pct_iod"] = rigid_jitter(mesh)
             metrics["mouth_sharpness"] = mouth_sharpness(frames, mesh)
             metrics["blink_ear"] = float(np.nanmean(eye_aspect_ratio(mesh)[blinks]))
+            eye_psnr = []
+            for i in blinks:
+                x0, y0, x1, y1 = eye_box(marks[i], size)
+                eye_psnr.append(min(psnr(frames[i, y0:y1, x0:x1], truth[i, y0:y1, x0:x1]), 100.0))
+            metrics["blink_eye_psnr"] = float(np.mean(eye_psnr)) if eye_psnr else float("nan")
             entry[name] = {k: v for k, v in metrics.items() if not isinstance(v, str)}
         gt_ident = identity_group(np.delete(truth, first, axis=0), source)
         entry["gt_identity_cos_mean"] = gt_ident.get("csim_mean")
@@ -184,8 +204,16 @@ def main() -> int:
             )
             strip = Image.fromarray(np.concatenate(tiles, axis=1))
             strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(out / f"{clip['id']}_mouth.png")
+            # the eyes at the clip's most closed frame (its deepest blink)
+            i = int(blinks[np.nanargmin(gt_ear[blinks])]) if len(blinks) else 0
+            x0, y0, x1, y1 = eye_box(marks[i], size)
+            tiles = (
+                [source[y0:y1, x0:x1]] + [outputs[n][i, y0:y1, x0:x1] for n in generators] + [truth[i, y0:y1, x0:x1]]
+            )
+            strip = Image.fromarray(np.concatenate(tiles, axis=0))
+            strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(out / f"{clip['id']}_blink.png")
     keys = ["psnr", "ssim", "mouth_psnr", "mouth_ssim", "open_mouth_psnr", "m_lmd", "f_lmd", "identity_cos_mean", "jitter_pct_iod",
-            "mouth_sharpness", "blink_ear"]  # fmt: skip
+            "mouth_sharpness", "blink_ear", "blink_eye_psnr"]  # fmt: skip
     for name in generators:
         report["mean"][name] = {
             k: float(np.nanmean([float(e[name][k]) for e in report["clips"].values()])) for k in keys
