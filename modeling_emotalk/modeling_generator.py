@@ -403,39 +403,32 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         return SourceFeatures(pixel_values=pixel_values, features=features, landmarks=landmarks)
 
     def rigid_mouth(
-        self, source_landmarks: torch.Tensor, driving: torch.Tensor, grid: torch.Tensor, feature_grids: list
+        self, sources: torch.Tensor, drivings: torch.Tensor, grids: list[torch.Tensor]
     ) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, tuple[slice, slice]]]]:
-        """``mouth_interior="rigid"`` or ``"prior"``: :func:`.warp.mouth_interior_grid` on the image grid and on each
-        feature grid.
+        """``mouth_interior="rigid"`` or ``"prior"``: :func:`.warp.mouth_interior_grid` on each grid.
 
-        ``source_landmarks`` ``(B_s, K, N, 3)``, ``driving`` ``(B, N, 3)``, grids ``(B * K, s, s, 2)``; returns the
-        grids and, per grid (the image's first), the cavity weights ``(B * K, 1, h, w)`` of the window of rows and
-        columns that holds the mouths, with that window. In the cavity every row would sample the same source row
-        (the edge of a lip's band), which repeats its features down the opening as vertical stripes; the caller
-        blanks the warped features there and paints the image with ``cavity_color`` (or the
-        :meth:`mouth_prior_fill`).
+        ``sources`` and ``drivings`` ``(B * K, N, 3)`` (one row per reference of each frame), grids
+        ``(B * K, s, s, 2)`` (the image's first); returns the grids and, per grid, the cavity weights
+        ``(B * K, 1, h, w)`` of the window of rows and columns that holds the mouths, with that window. In the cavity
+        every row would sample the same source row (the edge of a lip's band), which repeats its features down the
+        opening as vertical stripes; the caller blanks the warped features there and paints the image with
+        ``cavity_color`` (or the :meth:`mouth_prior_fill`).
         """
-        batch, refs = driving.shape[0], source_landmarks.shape[1]
-        sources = source_landmarks.expand(batch, -1, -1, -1).flatten(0, 1)
-        drivings = driving.repeat_interleave(refs, dim=0)
-        upper, lower = (torch.tensor(lip, device=grid.device) for lip in (LIPS_INNER_UPPER, LIPS_INNER_LOWER))
-        grids, cavities = [], []
-        for g in (grid, *feature_grids):
-            new, cavity, window = mouth_interior_grid(g, sources, drivings, upper, lower)
-            grids.append(new)
+        upper, lower = (torch.tensor(lip, device=drivings.device) for lip in (LIPS_INNER_UPPER, LIPS_INNER_LOWER))
+        new, cavities = [], []
+        for g in grids:
+            grid, cavity, window = mouth_interior_grid(g, sources, drivings, upper, lower)
+            new.append(grid)
             cavities.append((cavity, window))
-        return grids, cavities
+        return new, cavities
 
     def rigid_lashes(
-        self, source_landmarks: torch.Tensor, driving: torch.Tensor, grids: list[torch.Tensor]
+        self, sources: torch.Tensor, drivings: torch.Tensor, grids: list[torch.Tensor]
     ) -> list[torch.Tensor]:
         """``eyelids="rigid_lashes"``: :func:`.warp.eyelid_grid` for both eyes on each grid ``(B * K, s, s, 2)``
-        (``source_landmarks`` ``(B_s, K, N, 3)``, ``driving`` ``(B, N, 3)``)."""
-        batch, refs = driving.shape[0], source_landmarks.shape[1]
-        sources = source_landmarks.expand(batch, -1, -1, -1).flatten(0, 1)
-        drivings = driving.repeat_interleave(refs, dim=0)
+        (``sources`` and ``drivings`` ``(B * K, N, 3)``, one row per reference of each frame)."""
         for contours in EYELID_CONTOURS:
-            upper, lower, brow = (torch.tensor(index, device=driving.device) for index in contours)
+            upper, lower, brow = (torch.tensor(index, device=drivings.device) for index in contours)
             grids = [eyelid_grid(g, sources, drivings, upper, lower, brow, self.config.lash_band) for g in grids]
         return grids
 
@@ -517,11 +510,13 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
             ridge,
         )
 
+        # one row per reference of each frame, as the grids are
+        sources, drivings = source_points.expand(batch, -1, -1, -1).flatten(0, 1), driving.repeat_interleave(refs, 0)
         if self.config.eyelids == "rigid_lashes":
-            grid, *feature_grids = self.rigid_lashes(source_points, driving, [grid, *feature_grids])
+            grid, *feature_grids = self.rigid_lashes(sources, drivings, [grid, *feature_grids])
         cavities = None
         if self.config.mouth_interior in ("rigid", "prior"):
-            (grid, *feature_grids), cavities = self.rigid_mouth(source_points, driving, grid, feature_grids)
+            (grid, *feature_grids), cavities = self.rigid_mouth(sources, drivings, [grid, *feature_grids])
 
         heatmaps = rasterize_landmarks(
             driving.to(source.landmarks.dtype),
@@ -546,12 +541,8 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
         if cavities is not None and cavities[0][0].numel():
             cavity, (rows, cols) = cavities[0]
             if self.config.mouth_interior == "prior":
-                fill = self.mouth_prior_fill(
-                    source.pixel_values.expand(batch, -1, -1, -1, -1).flatten(0, 1),
-                    source_points.expand(batch, -1, -1, -1).flatten(0, 1),
-                    driving.repeat_interleave(refs, dim=0),
-                    (rows, cols),
-                ).unflatten(0, (batch, refs))
+                images = source.pixel_values.expand(batch, -1, -1, -1, -1).flatten(0, 1)
+                fill = self.mouth_prior_fill(images, sources, drivings, (rows, cols)).unflatten(0, (batch, refs))
             else:
                 fill = warped_image.new_tensor(self.config.cavity_color)[:, None, None]
             warped_image[..., rows, cols] = torch.lerp(
