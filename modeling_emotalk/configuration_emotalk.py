@@ -177,7 +177,7 @@ class EmoTalkGeneratorConfig(_StrictConfig):
         eyelids (`str`): what the warp does above an upper lid that is lower than the source's (a blink, a squint).
             ``"spline"``: the spline stretches the thin band between the source's lid and brow, lashes and eyeliner
             included, over the closed eye (tall streaks). ``"rigid_lashes"``: the lashes' band next to the lid moves
-            with it and the skin above them stretches instead (``warp.eyelid_grid``).
+            with it and the skin above them stretches instead (``warp.eyelid_grids``).
         lash_band (`float`): with ``eyelids="rigid_lashes"``, the height of the band that moves with the lid, as a
             fraction of the source's eye opening (its widest lid-to-lid gap), in (0, 1).
         norm_num_groups (`int`): GroupNorm groups of the plain ResNet blocks (FAT blocks use 32).

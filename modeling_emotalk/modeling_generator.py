@@ -39,7 +39,7 @@ from .landmarks import (
     NUM_LANDMARKS,
 )
 from .warp import (
-    eyelid_grid,
+    eyelid_grids,
     landmark_flows,
     lip_color,
     mouth_coordinates,
@@ -425,11 +425,11 @@ class EmoTalkGenerator(EmoTalkGeneratorPreTrainedModel):
     def rigid_lashes(
         self, sources: torch.Tensor, drivings: torch.Tensor, grids: list[torch.Tensor]
     ) -> list[torch.Tensor]:
-        """``eyelids="rigid_lashes"``: :func:`.warp.eyelid_grid` for both eyes on each grid ``(B * K, s, s, 2)``
+        """``eyelids="rigid_lashes"``: :func:`.warp.eyelid_grids` for both eyes on each grid ``(B * K, s, s, 2)``
         (``sources`` and ``drivings`` ``(B * K, N, 3)``, one row per reference of each frame)."""
         for contours in EYELID_CONTOURS:
             upper, lower, brow = (torch.tensor(index, device=drivings.device) for index in contours)
-            grids = [eyelid_grid(g, sources, drivings, upper, lower, brow, self.config.lash_band) for g in grids]
+            grids = eyelid_grids(grids, sources, drivings, upper, lower, brow, self.config.lash_band)
         return grids
 
     def mouth_prior_fill(

@@ -315,8 +315,8 @@ def _eye_opening(upper: tuple, lower: tuple, samples: int = 16) -> torch.Tensor:
     return (_interp(x, xl, yl) - _interp(x, xu, yu)).amax(1)
 
 
-def eyelid_grid(
-    grid: torch.Tensor,
+def eyelid_grids(
+    grids: list[torch.Tensor],
     source_landmarks: torch.Tensor,
     driving_landmarks: torch.Tensor,
     upper: torch.Tensor,
@@ -325,7 +325,7 @@ def eyelid_grid(
     lash_band: float = 0.3,
     taper: float = 0.25,
     ramp: float = 0.2,
-) -> torch.Tensor:
+) -> list[torch.Tensor]:
     """Replace the spline above an eyelid that is lower than the source's: the lashes move with the lid, the skin
     above them stretches.
 
@@ -337,48 +337,57 @@ def eyelid_grid(
     (over ``taper`` of its width): an eye no more closed than the source's keeps the spline's grid exactly.
 
     Args:
-        grid: ``(B, S, S, 2)`` backward grid (driving pixel → source location), normalized coordinates.
+        grids: ``(B, S, S, 2)`` backward grids (driving pixel → source location, normalized coordinates) of one
+            warp at any sizes ``S`` (the image's and the feature levels').
         source_landmarks, driving_landmarks: ``(B, N, 2+)`` the two faces (x, y first), normalized crop coordinates.
         upper, lower: one eye's upper and lower lid contours, each from one corner to the other.
         brow: the lower contour of the brow above it.
 
     Returns:
-        The grid (a new tensor when it changed).
+        The grids, each a new tensor where it changed (the list itself when no eye closes).
     """
-    batch, size = grid.shape[0], grid.shape[1]
-    source, driving = source_landmarks[..., :2].to(grid.dtype), driving_landmarks[..., :2].to(grid.dtype)
+    batch, dtype = grids[0].shape[0], grids[0].dtype
+    source, driving = source_landmarks[..., :2].to(dtype), driving_landmarks[..., :2].to(dtype)
     d_upper, d_lower, d_brow = (_contour(driving, index) for index in (upper, lower, brow))
     s_upper, s_lower, s_brow = (_contour(source, index) for index in (upper, lower, brow))
     scale = (s_upper[0][:, -1] - s_upper[0][:, 0]) / (d_upper[0][:, -1] - d_upper[0][:, 0]).clamp_min(1e-4)
     s_open = _eye_opening(s_upper, s_lower)
     closure = (1 - _eye_opening(d_upper, d_lower) * scale / s_open.clamp_min(1e-4)).clamp(0, 1)  # (B,)
     strength = (closure / ramp).clamp(0, 1)
-    if not bool((strength > 0).any()):
-        return grid
-    rows, cols = landmark_window(driving, torch.cat([upper, brow]), size)
-    axis = pixel_centres(size, device=grid.device, dtype=grid.dtype)
-    x = axis[cols].expand(batch, -1)
+    region = driving[:, torch.cat([upper, brow])]
+    # one host read for the decision and the window (a device sync on a GPU)
+    x0, y0, x1, y1, strongest = torch.cat([region.amin((0, 1)), region.amax((0, 1)), strength.amax()[None]]).tolist()
+    if strongest <= 0:
+        return grids
     left, right = d_upper[0][:, :1], d_upper[0][:, -1:]
-    u = ((x - left) / (right - left).clamp_min(1e-4)).clamp(0, 1)
-    edge = (torch.minimum(u, 1 - u) / taper).clamp(0, 1)
-    weight = strength[:, None] * edge * edge * (3 - 2 * edge)  # (B, w), smoothstep to the corners
-    lid, top = _interp(x, *d_upper)[:, None, :], _interp(x, *d_brow)[:, None, :]  # (B, 1, w) driving curves
     band = (lash_band * s_open / scale)[:, None, None]  # the lashes' band, driving units
-    y = axis[rows][None, :, None]
-    above = lid - y  # how far above the driving lid
-    inside = (above >= 0) & (y >= top) & (lid - band - top > 2 / size)
-    old = grid[:, rows, cols]
-    source_x = old[..., 0]  # the source column each pixel samples: the curves are read there
-    s_lid, s_top = (_interp(source_x.flatten(1), *curve).view_as(source_x) for curve in (s_upper, s_brow))
     s_band = lash_band * s_open[:, None, None]
-    lash_y = s_lid - above * scale[:, None, None]  # rigid with the lid
-    t = ((y - top) / (lid - band - top).clamp_min(1e-4)).clamp(0, 1)
-    skin_y = s_top + t * (s_lid - s_band - s_top)  # the skin between the brow and the band, stretched
-    new_y = torch.where(above <= band, lash_y, skin_y)
-    mix = weight[:, None, :] * (inside & (s_lid - s_band > s_top))
-    grid = grid.clone()
-    grid[:, rows, cols, 1] = torch.lerp(old[..., 1], new_y, mix)
-    return grid
+    out = []
+    for grid in grids:
+        size = grid.shape[1]
+        rows = slice(max(int((y0 + 1) * size / 2) - 1, 0), min(int((y1 + 1) * size / 2) + 2, size))
+        cols = slice(max(int((x0 + 1) * size / 2) - 1, 0), min(int((x1 + 1) * size / 2) + 2, size))
+        axis = pixel_centres(size, device=grid.device, dtype=dtype)
+        x = axis[cols].expand(batch, -1)
+        u = ((x - left) / (right - left).clamp_min(1e-4)).clamp(0, 1)
+        edge = (torch.minimum(u, 1 - u) / taper).clamp(0, 1)
+        weight = strength[:, None] * edge * edge * (3 - 2 * edge)  # (B, w), smoothstep to the corners
+        lid, top = _interp(x, *d_upper)[:, None, :], _interp(x, *d_brow)[:, None, :]  # (B, 1, w) driving curves
+        y = axis[rows][None, :, None]
+        above = lid - y  # how far above the driving lid
+        inside = (above >= 0) & (y >= top) & (lid - band - top > 2 / size)
+        old = grid[:, rows, cols]
+        source_x = old[..., 0]  # the source column each pixel samples: the source's curves are read there
+        s_lid, s_top = (_interp(source_x.flatten(1), *curve).view_as(source_x) for curve in (s_upper, s_brow))
+        lash_y = s_lid - above * scale[:, None, None]  # rigid with the lid
+        t = ((y - top) / (lid - band - top).clamp_min(1e-4)).clamp(0, 1)
+        skin_y = s_top + t * (s_lid - s_band - s_top)  # the skin between the brow and the band, stretched
+        new_y = torch.where(above <= band, lash_y, skin_y)
+        mix = weight[:, None, :] * (inside & (s_lid - s_band > s_top))
+        grid = grid.clone()
+        grid[:, rows, cols, 1] = torch.lerp(old[..., 1], new_y, mix)
+        out.append(grid)
+    return out
 
 
 def mouth_coordinates(

@@ -8,7 +8,7 @@ from emotalk_common import topology as L
 
 from modeling_emotalk import EmoTalkGenerator, EmoTalkGeneratorConfig
 from modeling_emotalk.landmarks import apply_blink
-from modeling_emotalk.warp import eyelid_grid, landmark_flow, pixel_centres
+from modeling_emotalk.warp import eyelid_grids, landmark_flow, pixel_centres
 
 SIZE = 256
 (UPPER, LOWER, BROW), _ = (tuple(torch.tensor(c) for c in eye) for eye in L.EYELID_CONTOURS)
@@ -42,13 +42,14 @@ def _centre(points: torch.Tensor) -> tuple[int, int, int, float, float]:
 def test_an_eye_no_more_closed_than_the_source_keeps_the_spline(source):
     for driving in (source, _close(source, -0.1)):  # the same face, a wider-open eye
         grid = landmark_flow(source, driving, SIZE)
-        assert eyelid_grid(grid, source, driving, UPPER, LOWER, BROW) is grid
+        grids = [grid, landmark_flow(source, driving, 64)]
+        assert eyelid_grids(grids, source, driving, UPPER, LOWER, BROW) is grids
 
 
 def test_a_closing_lid_carries_its_lashes_and_stretches_the_skin_above(source):
     closed = _close(source, 0.95)
     spline = landmark_flow(source, closed, SIZE)
-    grid = eyelid_grid(spline, source, closed, UPPER, LOWER, BROW, lash_band=0.3)
+    (grid,) = eyelid_grids([spline], source, closed, UPPER, LOWER, BROW, lash_band=0.3)
     column, brow_row, lid_row, lid_y, _ = _centre(closed)
     source_lid = float(source[0, 159, 1])
     axis = pixel_centres(SIZE)
