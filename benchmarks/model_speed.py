@@ -5,10 +5,11 @@
     python benchmarks/model_speed.py --reference-ref cc68c5c --psnr-ref 8c82e4b   # + PSNR against another commit
     python benchmarks/model_speed.py --reference-ref cc68c5c --process-pairs 3   # + old/new in fresh processes
     python benchmarks/model_speed.py --reference-checkpoint DIR   # today's code, another checkpoint's config as "old"
+    python benchmarks/model_speed.py --reference-checkpoint DIR --blink   # ... with the eyes closing too
 
 Whole forward passes, no gradient, float32 on CPU (or CUDA when available). Stage 2 renders the astronaut
 photo (scikit-image) aligned by the face processor, driven by landmarks that open the mouth and raise the
-brows. In the same run it prints the machine's ceiling (a 1024² float32 matmul), the generator's GFLOP per
+brows (``--blink``: and close the eyes). In the same run it prints the machine's ceiling (a 1024² float32 matmul), the generator's GFLOP per
 frame (``torch.utils.flop_counter.FlopCounterMode``: convolutions and matrix products) and the achieved
 GFLOP/s. With ``--reference-ref`` the generator code of that git commit (``modeling_emotalk/*.py`` read with
 ``git show`` into a temporary package) runs with the same weights: old and new are timed alternately (ABAB)
@@ -45,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from modeling_emotalk import EmoTalkConfig, EmoTalkModel
 from modeling_emotalk import landmarks as L
-from modeling_emotalk.landmarks import canonicalize
+from modeling_emotalk.landmarks import apply_blink, canonicalize
 from modeling_emotalk.modeling_generator import low_precision_conv, reuse_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,9 +110,12 @@ def reference_generator(ref: str, generator: torch.nn.Module) -> torch.nn.Module
     return model.eval().to(next(generator.parameters()).device)
 
 
-def astronaut_inputs(size: int, frames: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def astronaut_inputs(
+    size: int, frames: int, device: str, blink: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The astronaut aligned by the face processor: ``(1, 3, S, S)`` pixels, ``(1, 478, 3)`` landmarks, and
-    ``(frames, 478, 3)`` driving landmarks that open the mouth and raise the brows."""
+    ``(frames, 478, 3)`` driving landmarks that open the mouth and raise the brows (and, with ``blink``, close the
+    eyes as far as the mouth opens: every frame but the first blinks)."""
     from skimage import data
 
     from modeling_emotalk.face_processing import FaceProcessor
@@ -127,6 +131,8 @@ def astronaut_inputs(size: int, frames: int, device: str) -> tuple[torch.Tensor,
     driving = landmarks.repeat(frames, 1, 1)
     driving[:, list(L.LOWER_LIP), 1] += 0.08 * phase.clamp_min(0)  # the jaw drops by up to ~10 px
     driving[:, list(L.RIGHT_EYEBROW + L.LEFT_EYEBROW), 1] -= 0.03 * phase.abs()
+    if blink:
+        driving = apply_blink(driving, phase.abs().expand(-1, 2))
     return pixels, landmarks, driving
 
 
@@ -210,7 +216,7 @@ def side_alone(args: argparse.Namespace) -> dict[str, float]:
         reuse_freed_memory()
     model = stage2 if args.side == "new" else reference_generator(args.reference_ref, stage2)
     with torch.inference_mode():
-        pixels, landmarks, driving = astronaut_inputs(stage2.config.image_size, max(args.batches), "cpu")
+        pixels, landmarks, driving = astronaut_inputs(stage2.config.image_size, max(args.batches), "cpu", args.blink)
         source = model.encode_source(pixels, landmarks)
         return {
             str(batch): batch
@@ -227,8 +233,8 @@ def process_pairs(args: argparse.Namespace, pairs: int) -> dict[str, dict]:
         for side in ("old", "new") if pair % 2 == 0 else ("new", "old"):
             command = [sys.executable, __file__, "--side", side, "--reference-ref", args.reference_ref]
             command += ["--checkpoint", args.checkpoint, "--repeats", str(args.repeats), "--clock", args.clock]
-            command += ["--batches"]
-            command += [str(b) for b in args.batches] + (["--threads", str(args.threads)] if args.threads else [])
+            command += ["--batches"] + [str(b) for b in args.batches] + (["--blink"] if args.blink else [])
+            command += ["--threads", str(args.threads)] if args.threads else []
             output = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True).stdout
             runs[side].append(json.loads(output.strip().splitlines()[-1]))
     results = {}
@@ -266,6 +272,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--skip-stage1", action="store_true")
     parser.add_argument(
+        "--blink", action="store_true", help="the driving frames also close the eyes (rigid lashes' cost)"
+    )
+    parser.add_argument(
         "--process-pairs", type=int, default=0, help="also time old and new in N pairs of fresh processes"
     )
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="time calls by wall or CPU time")
@@ -300,7 +309,7 @@ def main() -> None:
     if args.reference_checkpoint:
         old = load_model(args.reference_checkpoint, device).generator
     with torch.inference_mode():
-        inputs = astronaut_inputs(stage2.config.image_size, max(args.batches), device)
+        inputs = astronaut_inputs(stage2.config.image_size, max(args.batches), device, args.blink)
         results["matmul_1024_gflops"] = round(matmul_gflops(args.repeats, device), 1)
     with torch.no_grad():  # the flop counter dispatches on autograd-free tensors, not inference tensors
         flops = {"new": gflop_per_frame(stage2, stage2.encode_source(*inputs[:2]), inputs[2][:8])}
