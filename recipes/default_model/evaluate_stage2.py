@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from emotalk_common import topology as T
 
 LIPS = sorted({61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409,
                78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415})  # fmt: skip
@@ -71,9 +72,8 @@ def mouth_boxes(landmarks: np.ndarray, size: int, widen: float = 0.4) -> np.ndar
     return np.clip(np.round(box), 0, size).astype(int)
 
 
-EYES = sorted({33, 246, 161, 160, 159, 158, 157, 173, 133, 7, 163, 144, 145, 153, 154, 155, 263, 466, 388, 387, 386,
-               385, 384, 398, 362, 249, 390, 373, 374, 380, 381, 382, 70, 63, 105, 66, 107, 55, 65, 52, 53, 46,
-               336, 296, 334, 293, 300, 276, 283, 282, 295, 285})  # fmt: skip
+EYES = sorted({*T.EYES, *T.RIGHT_EYE_CORNERS, *T.LEFT_EYE_CORNERS, *T.RIGHT_EYEBROW, *T.LEFT_EYEBROW})
+"""Both eyes' lids and corners and both brows: the box of ``blink_eye_psnr``."""
 
 
 def eye_box(landmarks: np.ndarray, size: int, widen: float = 0.15) -> tuple[int, int, int, int]:
