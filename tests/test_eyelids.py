@@ -26,17 +26,11 @@ def source(face_crop):
     return torch.from_numpy(face_crop[1])[None]
 
 
-def _centre(points: torch.Tensor) -> tuple[int, int, int, float, float]:
-    """The right eye's centre column, its brow row, upper-lid row (pixels) and the lid's and brow's y there."""
+def _centre(points: torch.Tensor) -> tuple[int, int, int, float]:
+    """The right eye's centre column, its brow row and upper-lid row (pixels), and the lid's y there."""
     lid, brow = points[0, 159], points[0, BROW].mean(0)
-    column = int((float(lid[0]) + 1) * SIZE / 2)
-    return (
-        column,
-        int((float(brow[1]) + 1) * SIZE / 2),
-        int((float(lid[1]) + 1) * SIZE / 2),
-        float(lid[1]),
-        float(brow[1]),
-    )
+    column, brow_row, lid_row = (int((float(v) + 1) * SIZE / 2) for v in (lid[0], brow[1], lid[1]))
+    return column, brow_row, lid_row, float(lid[1])
 
 
 def test_an_eye_no_more_closed_than_the_source_keeps_the_spline(source):
@@ -50,7 +44,7 @@ def test_a_closing_lid_carries_its_lashes_and_stretches_the_skin_above(source):
     closed = _close(source, 0.95)
     spline = landmark_flow(source, closed, SIZE)
     (grid,) = eyelid_grids([spline], source, closed, UPPER, LOWER, BROW, lash_band=0.3)
-    column, brow_row, lid_row, lid_y, _ = _centre(closed)
+    column, brow_row, lid_row, lid_y = _centre(closed)
     source_lid = float(source[0, 159, 1])
     axis = pixel_centres(SIZE)
     row = lid_row - 1  # just above the closed lid: the source just above its own lid, at the same distance
@@ -69,13 +63,13 @@ def test_a_closed_eye_shows_lashes_over_skin_not_the_eyeball(source):
     """The pure warp (untrained generator) of a closed eye, on a source with a 4-pixel dark lash band over its lid
     and a blue eyeball: with rigid lashes the lid is skin with the band at its foot; the spline pulls the eyeball up
     into the closed lid and smears the band."""
-    column, _, _, _, _ = _centre(source)
+    column = _centre(source)[0]
     lid_row, low_row = (int((float(source[0, i, 1]) + 1) * SIZE / 2) for i in (159, 145))
     image = torch.full((1, 3, SIZE, SIZE), 0.8)
     image[..., lid_row - 4 : lid_row, :] = 0.1  # the lashes, the whole width of the crop
     image[:, :, lid_row:low_row] = torch.tensor([0.2, 0.2, 0.9])[:, None, None]  # the eyeball
     closed = _close(source, 0.95)
-    _, brow_row, closed_row, _, _ = _centre(closed)
+    _, brow_row, closed_row, _ = _centre(closed)
     lid = {}
     for mode in ("spline", "rigid_lashes"):
         torch.manual_seed(0)
