@@ -15,7 +15,8 @@ rigid-landmark jitter (MediaPipe tracked on the generated frames) and the suite'
 variance of the tracked mouth crops, every frame) next to the ground-truth clip's, and how far the lids close at
 the clip's blinks: the eye aspect ratio re-detected on the generated frames where the real clip's is lowest (its
 most closed 5 % of frames; the real clip's own value beside it) and ``blink_eye_psnr``, the PSNR of the eyes' box
-(both eyes and brows) on those frames, where the lids have to close over the source's open eyes. ``open_mouth_psnr``: the mouth PSNR over the
+(both eyes and brows) on those of them where the real eyes are closed (EAR below 0.15; none in a clip that does not
+blink), where the lids have to close over the source's open eyes. ``open_mouth_psnr``: the mouth PSNR over the
 frames among the clip's most open quarter of mouths (inner-lip gap), where the mouth's interior has to be drawn.
 ``--source closed`` takes the clip's most closed mouth as the reference instead of its first frame (how a portrait
 with closed lips is made to speak: the teeth cannot be copied from it).
@@ -86,6 +87,7 @@ def eye_box(landmarks: np.ndarray, size: int, widen: float = 0.15) -> tuple[int,
 
 
 BLINK_FRACTION = 0.05  # the real clip's most closed 5 % of frames (its blinks, when it has any)
+CLOSED_EAR = 0.15  # below this eye aspect ratio the real eyes are closed (open eyes: 0.2-0.35)
 
 
 def blink_frames(truth_ear: np.ndarray) -> np.ndarray:
@@ -153,6 +155,7 @@ def main() -> int:
         gt_ear = eye_aspect_ratio(gt_mesh)
         blinks = blink_frames(gt_ear)
         entry["gt_blink_ear"] = float(np.nanmean(gt_ear[blinks]))
+        entry["closed_eye_frames"] = int((gt_ear[blinks] < CLOSED_EAR).sum())  # those blink_eye_psnr scores
         boxes = mouth_boxes(marks, size)
         picked = np.arange(1, len(truth), args.stride)
         picked = picked[picked != first]  # not the source itself (frame 0 by default)
@@ -179,7 +182,7 @@ def main() -> int:
             metrics["mouth_sharpness"] = mouth_sharpness(frames, mesh)
             metrics["blink_ear"] = float(np.nanmean(eye_aspect_ratio(mesh)[blinks]))
             eye_psnr = []
-            for i in blinks:
+            for i in blinks[gt_ear[blinks] < CLOSED_EAR]:
                 x0, y0, x1, y1 = eye_box(marks[i], size)
                 eye_psnr.append(min(psnr(frames[i, y0:y1, x0:x1], truth[i, y0:y1, x0:x1]), 100.0))
             metrics["blink_eye_psnr"] = float(np.mean(eye_psnr)) if eye_psnr else float("nan")
