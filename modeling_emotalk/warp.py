@@ -208,13 +208,15 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
     return y0 + t * (y1 - y0)
 
 
+def _contour(points: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The contour ``index`` of ``points`` ``(B, N, 2)`` as an x-sorted curve (x, y), each ``(B, P)``."""
+    x, order = points[:, index, 0].sort(dim=1)
+    return x, points[:, index, 1].gather(1, order)
+
+
 def _lip_curves(points: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor):
     """The inner lip contours of ``points`` ``(B, N, 2)`` as x-sorted curves: (x_u, y_u), (x_l, y_l) ``(B, P)``."""
-    curves = []
-    for index in (upper, lower):
-        x, order = points[:, index, 0].sort(dim=1)
-        curves.append((x, points[:, index, 1].gather(1, order)))
-    return curves
+    return _contour(points, upper), _contour(points, lower)
 
 
 def _inner_lips(points: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor):
@@ -296,15 +298,16 @@ def landmark_window(landmarks: torch.Tensor, index: torch.Tensor, size: int) -> 
     """The ``(rows, columns)`` of an ``size``² image that hold the points ``index`` of any of ``landmarks``
     ``(B, N, 2+)``, with a pixel to spare."""
     points = landmarks[:, index, :2]
-    low, high = ((points.amin((0, 1)) + 1) * size / 2).tolist(), ((points.amax((0, 1)) + 1) * size / 2).tolist()
-    (c0, r0), (c1, r1) = ((max(int(v) - 1, 0) for v in low), (min(int(v) + 2, size) for v in high))
+    (x0, y0), (x1, y1) = points.amin((0, 1)).tolist(), points.amax((0, 1)).tolist()
+    return _window(x0, y0, x1, y1, size)
+
+
+def _window(x0: float, y0: float, x1: float, y1: float, size: int) -> tuple[slice, slice]:
+    """The ``(rows, columns)`` of an ``size``² image that hold the normalized box ``x0, y0, x1, y1``, with a pixel to
+    spare."""
+    (c0, r0), (c1, r1) = ((max(int((v + 1) * size / 2) - 1, 0) for v in (x0, y0)),
+                          (min(int((v + 1) * size / 2) + 2, size) for v in (x1, y1)))  # fmt: skip
     return slice(r0, max(r1, r0)), slice(c0, max(c1, c0))
-
-
-def _contour(points: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The contour ``index`` of ``points`` ``(B, N, 2)`` as an x-sorted curve (x, y), each ``(B, P)``."""
-    x, order = points[:, index, 0].sort(dim=1)
-    return x, points[:, index, 1].gather(1, order)
 
 
 def _eye_opening(upper: tuple, lower: tuple, samples: int = 16) -> torch.Tensor:
@@ -365,8 +368,7 @@ def eyelid_grids(
     out = []
     for grid in grids:
         size = grid.shape[1]
-        rows = slice(max(int((y0 + 1) * size / 2) - 1, 0), min(int((y1 + 1) * size / 2) + 2, size))
-        cols = slice(max(int((x0 + 1) * size / 2) - 1, 0), min(int((x1 + 1) * size / 2) + 2, size))
+        rows, cols = _window(x0, y0, x1, y1, size)
         axis = pixel_centres(size, device=grid.device, dtype=dtype)
         x = axis[cols].expand(batch, -1)
         u = ((x - left) / (right - left).clamp_min(1e-4)).clamp(0, 1)

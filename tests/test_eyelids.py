@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from emotalk_common import topology as L
+from test_modeling import tiny_generator_config
 
 from modeling_emotalk import EmoTalkGenerator, EmoTalkGeneratorConfig
 from modeling_emotalk.landmarks import apply_blink
@@ -12,7 +13,6 @@ from modeling_emotalk.warp import eyelid_grids, landmark_flow, pixel_centres
 
 SIZE = 256
 (UPPER, LOWER, BROW), _ = (tuple(torch.tensor(c) for c in eye) for eye in L.EYELID_CONTOURS)
-TINY = dict(block_out_channels=(32, 32, 32), landmark_channels=32, num_fat_blocks=1, flow_size=16, heatmap_size=32)  # fmt: skip
 
 
 def _close(points: torch.Tensor, amount: float) -> torch.Tensor:
@@ -73,7 +73,7 @@ def test_a_closed_eye_shows_lashes_over_skin_not_the_eyeball(source):
     lid = {}
     for mode in ("spline", "rigid_lashes"):
         torch.manual_seed(0)
-        generator = EmoTalkGenerator(EmoTalkGeneratorConfig(eyelids=mode, **{**TINY, "flow_size": 64})).eval()
+        generator = EmoTalkGenerator(tiny_generator_config(image_size=SIZE, flow_size=64, eyelids=mode)).eval()
         with torch.no_grad():
             lid[mode] = generator(image, source, closed).frames[0, :, brow_row + 1 : closed_row, column]
     rigid, spline = lid["rigid_lashes"], lid["spline"]
