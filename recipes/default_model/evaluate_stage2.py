@@ -63,27 +63,25 @@ def widest_mouth(landmarks: np.ndarray, frames: int | None = None) -> int:
     return int(aperture.argmax())
 
 
-def mouth_boxes(landmarks: np.ndarray, size: int, widen: float = 0.4) -> np.ndarray:
-    """(T, 4) integer boxes x0, y0, x1, y1 around the lips (normalized crop coordinates → pixels)."""
-    pts = (landmarks[:, LIPS, :2] + 1) * size / 2
+def landmark_boxes(
+    landmarks: np.ndarray, index: list[int], size: int, widen: float, min_half: float = 0.0
+) -> np.ndarray:
+    """(T, 4) integer boxes x0, y0, x1, y1 around the points ``index`` (normalized crop coordinates → pixels),
+    widened by ``widen`` and at least ``min_half`` pixels from the centre to each side."""
+    pts = (landmarks[:, index, :2] + 1) * size / 2
     lo, hi = pts.min(1), pts.max(1)
-    centre, half = (lo + hi) / 2, (hi - lo) / 2 * (1 + widen)
-    half = np.maximum(half, 12)
+    centre, half = (lo + hi) / 2, np.maximum((hi - lo) / 2 * (1 + widen), min_half)
     box = np.concatenate([centre - half, centre + half], axis=1)
     return np.clip(np.round(box), 0, size).astype(int)
 
 
+def mouth_boxes(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(T, 4) boxes around the lips, widened by 40 % (at least 12 px to each side)."""
+    return landmark_boxes(landmarks, LIPS, size, 0.4, 12)
+
+
 EYES = sorted({*T.EYES, *T.RIGHT_EYE_CORNERS, *T.LEFT_EYE_CORNERS, *T.RIGHT_EYEBROW, *T.LEFT_EYEBROW})
 """Both eyes' lids and corners and both brows: the box of ``blink_eye_psnr``."""
-
-
-def eye_box(landmarks: np.ndarray, size: int, widen: float = 0.15) -> tuple[int, int, int, int]:
-    """Integer box x0, y0, x1, y1 around both eyes and brows of one frame's landmarks (normalized → pixels)."""
-    pts = (landmarks[EYES, :2] + 1) * size / 2
-    lo, hi = pts.min(0), pts.max(0)
-    centre, half = (lo + hi) / 2, (hi - lo) / 2 * (1 + widen)
-    x0, y0, x1, y1 = np.clip(np.round(np.concatenate([centre - half, centre + half])), 0, size).astype(int)
-    return int(x0), int(y0), int(x1), int(y1)
 
 
 BLINK_FRACTION = 0.05  # the real clip's most closed 5 % of frames (its blinks, when it has any)
@@ -157,6 +155,7 @@ def main() -> int:
         entry["gt_blink_ear"] = float(np.nanmean(gt_ear[blinks]))
         entry["closed_eye_frames"] = int((gt_ear[blinks] < CLOSED_EAR).sum())  # those blink_eye_psnr scores
         boxes = mouth_boxes(marks, size)
+        eye_boxes = landmark_boxes(marks, EYES, size, 0.15)
         picked = np.arange(1, len(truth), args.stride)
         picked = picked[picked != first]  # not the source itself (frame 0 by default)
         wide = lip_gap[picked] >= np.quantile(lip_gap, 0.75)  # the clip's most open quarter of mouths
@@ -183,7 +182,7 @@ def main() -> int:
             metrics["blink_ear"] = float(np.nanmean(eye_aspect_ratio(mesh)[blinks]))
             eye_psnr = []
             for i in blinks[gt_ear[blinks] < CLOSED_EAR]:
-                x0, y0, x1, y1 = eye_box(marks[i], size)
+                x0, y0, x1, y1 = eye_boxes[i]
                 eye_psnr.append(min(psnr(frames[i, y0:y1, x0:x1], truth[i, y0:y1, x0:x1]), 100.0))
             metrics["blink_eye_psnr"] = float(np.mean(eye_psnr)) if eye_psnr else float("nan")
             entry[name] = {k: v for k, v in metrics.items() if not isinstance(v, str)}
@@ -200,21 +199,15 @@ def main() -> int:
                 rows.append(np.concatenate([source] + [outputs[n][i] for n in generators] + [truth[i]], axis=1))
             Image.fromarray(np.concatenate(rows, axis=0)).save(out / f"{clip['id']}.png")
             # the mouth with the widest opening: crops of each column, 2× enlarged
-            i = widest_mouth(marks)
-            x0, y0, x1, y1 = boxes[i]
-            tiles = (
-                [source[y0:y1, x0:x1]] + [outputs[n][i, y0:y1, x0:x1] for n in generators] + [truth[i, y0:y1, x0:x1]]
-            )
-            strip = Image.fromarray(np.concatenate(tiles, axis=1))
-            strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(out / f"{clip['id']}_mouth.png")
-            # the eyes at the clip's most closed frame (its deepest blink)
-            i = int(blinks[np.nanargmin(gt_ear[blinks])]) if len(blinks) else 0
-            x0, y0, x1, y1 = eye_box(marks[i], size)
-            tiles = (
-                [source[y0:y1, x0:x1]] + [outputs[n][i, y0:y1, x0:x1] for n in generators] + [truth[i, y0:y1, x0:x1]]
-            )
-            strip = Image.fromarray(np.concatenate(tiles, axis=0))
-            strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(out / f"{clip['id']}_blink.png")
+            deepest_blink = int(blinks[np.nanargmin(gt_ear[blinks])]) if len(blinks) else 0
+            for i, box, axis, name in (
+                (widest_mouth(marks), boxes, 1, "mouth"),
+                (deepest_blink, eye_boxes, 0, "blink"),
+            ):
+                x0, y0, x1, y1 = box[i]  # source | models | truth, side by side (mouth) or stacked (eyes), 2x
+                crops = [source] + [outputs[n][i] for n in generators] + [truth[i]]
+                strip = Image.fromarray(np.concatenate([c[y0:y1, x0:x1] for c in crops], axis=axis))
+                strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(out / f"{clip['id']}_{name}.png")
     keys = ["psnr", "ssim", "mouth_psnr", "mouth_ssim", "open_mouth_psnr", "m_lmd", "f_lmd", "identity_cos_mean", "jitter_pct_iod",
             "mouth_sharpness", "blink_ear", "blink_eye_psnr"]  # fmt: skip
     for name in generators:
